@@ -1,0 +1,214 @@
+"""The book's layers (chapters 5 and 6): forward(x, train=True) / backward(dout) -> dx.
+
+Contracts kept throughout:
+- parameters and their gradients are views into a ParamBuffer, injected by the network
+  (`Affine(W, b, dW, db)`); backward writes them with `[...] =`, never rebinds them;
+- backward never mutates `dout` (the book's Relu does);
+- a layer keeps the dtype of its input: a float32 network never computes in float64.
+Convolution and pooling live in conv.py.
+"""
+
+import numpy as np
+
+from .functions import sigmoid
+
+
+class MulLayer:
+    """z = x * y (the computation-graph example of chapter 5)."""
+
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        return x * y
+
+    def backward(self, dout):
+        return dout * self.y, dout * self.x
+
+
+class AddLayer:
+    """z = x + y."""
+
+    def forward(self, x, y):
+        return x + y
+
+    def backward(self, dout):
+        return dout * 1, dout * 1
+
+
+class Relu:
+    def forward(self, x, train=True):
+        self.mask = x > 0
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout * self.mask
+
+
+class Sigmoid:
+    def forward(self, x, train=True):
+        self.out = sigmoid(x)
+        return self.out
+
+    def backward(self, dout):
+        return dout * (1.0 - self.out) * self.out
+
+
+class Tanh:
+    def forward(self, x, train=True):
+        self.out = np.tanh(x)
+        return self.out
+
+    def backward(self, dout):
+        return dout * (1.0 - self.out * self.out)
+
+
+class Affine:
+    """out = x @ W + b, with W of shape (in, out); x of any shape (N, ...) is flattened."""
+
+    def __init__(self, W, b, dW, db, name="affine"):
+        self.W, self.b, self.dW, self.db = W, b, dW, db
+        self.name = name
+        self.ones = np.ones(0, W.dtype)
+
+    def forward(self, x, train=True):
+        self.original_x_shape = x.shape
+        x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.W.shape[0]:
+            raise ValueError(
+                f"Affine '{self.name}': expected input with {self.W.shape[0]} features, "
+                f"got array of shape {self.original_x_shape}"
+            )
+        self.x = x
+        return x @ self.W + self.b
+
+    def backward(self, dout):
+        if self.ones.shape[0] != dout.shape[0]:
+            self.ones = np.ones(dout.shape[0], dout.dtype)
+        self.dW[...] = self.x.T @ dout
+        self.db[...] = self.ones @ dout  # a GEMV: much faster than dout.sum(axis=0)
+        return (dout @ self.W.T).reshape(self.original_x_shape)
+
+
+class SoftmaxWithLoss:
+    """Softmax then cross-entropy; t is class indices or one-hot rows.
+
+    forward returns the mean loss over the local batch as a float; backward returns dx
+    already divided by the local batch size (so ranks with equal batches can average).
+    The loss is computed from log-softmax, exactly, instead of the book's log(y + 1e-7).
+    """
+
+    def forward(self, x, t):
+        t = np.asarray(t)
+        if t.size == x.size:  # one-hot -> indices
+            t = t.argmax(axis=1)
+        self.t = t
+        shifted = x - x.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        z = e.sum(axis=1, keepdims=True)
+        self.y = e / z
+        n = x.shape[0]
+        return float(np.sum(np.log(z[:, 0]) - shifted[np.arange(n), t])) / n
+
+    def backward(self, dout=1):
+        n = self.t.shape[0]
+        dx = self.y.copy()
+        dx[np.arange(n), self.t] -= 1
+        dx *= dout / n
+        return dx
+
+
+class IdentityWithLoss:
+    """Identity output with mean squared error (regression): 0.5 * sum((y - t)**2) / N."""
+
+    def forward(self, x, t):
+        self.y, self.t = x, np.asarray(t, dtype=x.dtype).reshape(x.shape)
+        return 0.5 * float(np.sum((x - self.t) ** 2)) / x.shape[0]
+
+    def backward(self, dout=1):
+        return (self.y - self.t) * (dout / self.y.shape[0])
+
+
+class Dropout:
+    """Inverted dropout: drop with probability `ratio` in training, scale the kept by 1/(1-ratio).
+
+    The book scales by (1 - ratio) at test time instead; both have the same expectation, and
+    this way evaluation is a plain forward. The random stream `rng` is injected (per rank).
+    """
+
+    def __init__(self, ratio, rng):
+        if not 0 <= ratio < 1:
+            raise ValueError(f"Dropout: ratio must be in [0, 1), got {ratio}")
+        self.ratio, self.rng = ratio, rng
+
+    def forward(self, x, train=True):
+        if not train or self.ratio == 0:
+            self.scale = None
+            return x
+        keep = self.rng.random(x.shape, dtype=np.float32) >= self.ratio
+        self.scale = keep.astype(x.dtype)
+        self.scale *= 1 / (1 - self.ratio)
+        return x * self.scale
+
+    def backward(self, dout):
+        return dout if self.scale is None else dout * self.scale
+
+
+class BatchNormalization:
+    """Batch normalisation over the last axis: features of (N, D), channels of NHWC maps.
+
+    Training normalises with the batch mean and (biased) variance and updates the running
+    statistics with `momentum`; evaluation uses the running statistics. eps is 1e-5 (the
+    book writes 10e-7); conv maps are normalised per channel, as current practice does,
+    where the book normalises each activation. With `allreduce` (a callable that sums a
+    float64 array in place across ranks) the statistics are those of the global batch:
+    synchronised BatchNorm, with model/ still free of MPI.
+    """
+
+    def __init__(self, gamma, beta, dgamma, dbeta, running_mean, running_var,
+                 momentum=0.9, eps=1e-5, allreduce=None):
+        self.gamma, self.beta, self.dgamma, self.dbeta = gamma, beta, dgamma, dbeta
+        self.running_mean, self.running_var = running_mean, running_var
+        self.momentum, self.eps, self.allreduce = momentum, eps, allreduce
+
+    def forward(self, x, train=True):
+        self.input_shape = x.shape
+        x2 = x.reshape(-1, self.gamma.shape[0])
+        if not train:
+            xn = (x2 - self.running_mean) / np.sqrt(self.running_var + self.eps)
+            return (self.gamma * xn + self.beta).reshape(x.shape)
+        mu, var, self.n = self._batch_stats(x2)
+        self.xc = x2 - mu
+        self.std = np.sqrt(var + self.eps)
+        self.xn = self.xc / self.std
+        m = self.momentum
+        self.running_mean[...] = m * self.running_mean + (1 - m) * mu
+        self.running_var[...] = m * self.running_var + (1 - m) * var
+        return (self.gamma * self.xn + self.beta).reshape(x.shape)
+
+    def _batch_stats(self, x2):
+        if self.allreduce is None:
+            mu = x2.mean(axis=0)
+            return mu, ((x2 - mu) ** 2).mean(axis=0), x2.shape[0]
+        d = x2.shape[1]
+        stats = np.empty(2 * d + 1)
+        stats[:d], stats[d:2 * d] = x2.sum(axis=0), (x2.astype(np.float64) ** 2).sum(axis=0)
+        stats[-1] = x2.shape[0]
+        self.allreduce(stats)
+        n = stats[-1]
+        mu = stats[:d] / n
+        var = np.maximum(stats[d:2 * d] / n - mu * mu, 0)
+        return mu.astype(x2.dtype), var.astype(x2.dtype), n
+
+    def backward(self, dout):
+        dout = dout.reshape(-1, self.gamma.shape[0])
+        self.dbeta[...] = dout.sum(axis=0)
+        self.dgamma[...] = (self.xn * dout).sum(axis=0)
+        dxn = self.gamma * dout
+        sums = np.concatenate([dxn.sum(axis=0), (dxn * self.xn).sum(axis=0)])
+        if self.allreduce is not None:
+            sums = sums.astype(np.float64)
+            self.allreduce(sums)
+        d = self.gamma.shape[0]
+        mean_dxn = (sums[:d] / self.n).astype(dout.dtype)
+        mean_dxn_xn = (sums[d:] / self.n).astype(dout.dtype)
+        dx = (dxn - mean_dxn - self.xn * mean_dxn_xn) / self.std
+        return dx.reshape(self.input_shape)

@@ -1,0 +1,150 @@
+"""Network: a sequence of the book's layers over one ParamBuffer, plus a loss layer."""
+
+import numpy as np
+
+from .conv import Convolution, Flatten, Pooling, ToNHWC
+from .init import fill_normal_, init_std
+from .layers import (
+    Affine,
+    BatchNormalization,
+    Dropout,
+    IdentityWithLoss,
+    Relu,
+    Sigmoid,
+    SoftmaxWithLoss,
+    Tanh,
+)
+from .params import ParamBuffer
+
+SIMPLE_LAYERS = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh, "flatten": Flatten}
+
+
+class Network:
+    """The book's MultiLayerNet interface over a plan of layers.
+
+    loss(x, t) runs forward in training mode and returns the mean loss (weight decay
+    included); backward() writes every gradient into buffer.grad; predict(x) runs in
+    evaluation mode. params / grads map names ('conv1.W', 'affine2.b', ...) to views.
+    """
+
+    def __init__(self, plan, spec, dtype="float32", seed=0, dropout_seed=None,
+                 bn_allreduce=None):
+        self.plan, self.spec = plan, spec
+        specs, state_specs = _param_specs(plan)
+        self.buffer = ParamBuffer(specs, dtype)
+        self.state = ParamBuffer(state_specs, dtype, with_grad=False)
+        self.dtype = self.buffer.dtype
+        self.params, self.grads = self.buffer.params, self.buffer.grads
+        self.weight_decay = float(spec.get("weight_decay", 0.0))
+        self.dropout_rng = np.random.default_rng(seed if dropout_seed is None else dropout_seed)
+        self._init_params(np.random.default_rng(seed))
+        self.layers = {name: self._make_layer(name, kind, a, bn_allreduce)
+                       for name, kind, a in plan}
+        first = next(iter(self.layers.values()))
+        if isinstance(first, ToNHWC):  # the first conv's input gradient is never needed
+            next(v for v in self.layers.values() if isinstance(v, Convolution)).need_dx = False
+        loss = spec.get("loss", "softmax")
+        self.loss_layer = SoftmaxWithLoss() if loss == "softmax" else IdentityWithLoss()
+        self.decayed = [self.params[n] for n, _ in specs if n.endswith(".W")]
+        self.decayed_grads = [self.grads[n] for n, _ in specs if n.endswith(".W")]
+
+    def _init_params(self, rng):
+        for name, kind, a in self.plan:
+            if kind in ("affine", "conv"):
+                shape = a["shape"]
+                fan_in = shape[0] if kind == "affine" else int(np.prod(shape[1:]))
+                fill_normal_(self.params[f"{name}.W"], init_std(self.spec["init"], fan_in), rng)
+            elif kind == "bn":
+                self.params[f"{name}.gamma"][...] = 1
+                self.state.params[f"{name}.running_var"][...] = 1
+
+    def _make_layer(self, name, kind, a, bn_allreduce):
+        p, g, st = self.params, self.grads, self.state.params
+        if kind == "affine":
+            return Affine(p[f"{name}.W"], p[f"{name}.b"], g[f"{name}.W"], g[f"{name}.b"], name)
+        if kind == "conv":
+            return Convolution(p[f"{name}.W"], p[f"{name}.b"], g[f"{name}.W"], g[f"{name}.b"],
+                               stride=a["stride"], pad=a["pad"], name=name)
+        if kind == "bn":
+            return BatchNormalization(p[f"{name}.gamma"], p[f"{name}.beta"], g[f"{name}.gamma"],
+                                      g[f"{name}.beta"], st[f"{name}.running_mean"],
+                                      st[f"{name}.running_var"], allreduce=bn_allreduce)
+        if kind == "pool":
+            return Pooling(a["size"], a["size"], stride=a["size"])
+        if kind == "dropout":
+            return Dropout(a["ratio"], self.dropout_rng)
+        if kind == "to_nhwc":
+            return ToNHWC(a["input_shape"])
+        return SIMPLE_LAYERS[kind]()
+
+    # -- training -------------------------------------------------------------------------
+
+    def forward(self, x, train=True):
+        x = np.asarray(x, self.dtype)
+        for layer in self.layers.values():
+            x = layer.forward(x, train)
+        return x
+
+    def loss(self, x, t, train=True):
+        """Mean loss of the batch (x, t), plus 0.5 * weight_decay * sum of W**2."""
+        loss = self.loss_layer.forward(self.forward(x, train), t)
+        if self.weight_decay:
+            loss += 0.5 * self.weight_decay * sum(float(np.vdot(W, W)) for W in self.decayed)
+        return loss
+
+    def backward(self):
+        """Backpropagate the last loss() into buffer.grad (weight decay included)."""
+        dout = self.loss_layer.backward()
+        for layer in reversed(self.layers.values()):
+            dout = layer.backward(dout)
+        if self.weight_decay:
+            for W, dW in zip(self.decayed, self.decayed_grads, strict=True):
+                dW += self.weight_decay * W
+
+    def gradient(self, x, t):
+        """The book's API: loss and backward, returning the gradients by name."""
+        self.loss(x, t)
+        self.backward()
+        return self.grads
+
+    # -- inference ------------------------------------------------------------------------
+
+    def predict(self, x, batch_size=1000):
+        """Scores (before softmax) in evaluation mode, computed batch by batch."""
+        outs = [self.forward(x[i:i + batch_size], train=False)
+                for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0, self.spec.get("output_size", 10)))
+
+    def predict_proba(self, x, batch_size=1000):
+        y = self.predict(x, batch_size)
+        y = np.exp(y - y.max(axis=1, keepdims=True))
+        return y / y.sum(axis=1, keepdims=True)
+
+    def evaluate(self, x, t, batch_size=1000):
+        """(sum of per-sample losses, number correct, count): sums, so ranks can add them."""
+        loss_sum, correct = 0.0, 0
+        for i in range(0, len(x), batch_size):
+            xb, tb = x[i:i + batch_size], np.asarray(t[i:i + batch_size])
+            y = self.forward(xb, train=False)
+            loss_sum += SoftmaxWithLoss().forward(y, tb) * len(xb)
+            labels = tb.argmax(axis=1) if tb.ndim == 2 else tb
+            correct += int(np.sum(y.argmax(axis=1) == labels))
+        return loss_sum, correct, len(x)
+
+    def accuracy(self, x, t, batch_size=1000):
+        _, correct, n = self.evaluate(x, t, batch_size)
+        return correct / n if n else 0.0
+
+
+def _param_specs(plan):
+    """(trainable specs, state specs) in plan order, e.g. ("conv1.W", (16, 1, 3, 3))."""
+    params, state = [], []
+    for name, kind, a in plan:
+        if kind == "affine":
+            params += [(f"{name}.W", a["shape"]), (f"{name}.b", (a["shape"][1],))]
+        elif kind == "conv":
+            params += [(f"{name}.W", a["shape"]), (f"{name}.b", (a["shape"][0],))]
+        elif kind == "bn":
+            params += [(f"{name}.gamma", (a["size"],)), (f"{name}.beta", (a["size"],))]
+            state += [(f"{name}.running_mean", (a["size"],)), (f"{name}.running_var", (a["size"],))]
+    return params, state

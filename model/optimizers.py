@@ -1,0 +1,177 @@
+"""The book's optimizers (chapter 6), each updating ONE flat parameter array in place.
+
+Every rule here is elementwise, so running it on the whole flat buffer is exactly the same
+as running it tensor by tensor (a test proves it), and costs a few vectorised statements.
+Contract: `update(data, grad)` with two 1-D arrays of equal length; state is allocated
+lazily on the first call; `state_dict()` / `load_state_dict()` expose it as flat arrays
+plus the step counter `iter`, for checkpoints. `lr` may be changed between steps
+(learning-rate schedules set it).
+"""
+
+import numpy as np
+
+
+def _positive(cls, **values):
+    for key, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{cls}: {key} must be > 0, got {value}")
+
+
+def _fraction(cls, **values):
+    for key, value in values.items():
+        if not 0 <= value < 1:
+            raise ValueError(f"{cls}: {key} must be in [0, 1), got {value}")
+
+
+class SGD:
+    """p -= lr * g"""
+
+    def __init__(self, lr=0.01):
+        _positive("SGD", lr=lr)
+        self.lr, self.iter = lr, 0
+
+    def update(self, data, grad):
+        self.iter += 1
+        data -= self.lr * grad
+
+    def state_dict(self):
+        return {"iter": self.iter}
+
+    def load_state_dict(self, state):
+        self.iter = int(state["iter"])
+
+
+class Momentum:
+    """v = momentum * v - lr * g;  p += v"""
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        _positive("Momentum", lr=lr)
+        _fraction("Momentum", momentum=momentum)
+        self.lr, self.momentum, self.iter, self.v = lr, momentum, 0, None
+
+    def update(self, data, grad):
+        if self.v is None:
+            self.v = np.zeros_like(data)
+        self.iter += 1
+        self.v *= self.momentum
+        self.v -= self.lr * grad
+        data += self.v
+
+    def state_dict(self):
+        return {"iter": self.iter, "v": self.v}
+
+    def load_state_dict(self, state):
+        self.iter, self.v = int(state["iter"]), _copy(state["v"])
+
+
+class Nesterov:
+    """The book's Nesterov form: v = m*v - lr*g;  p += m*m*v - (1 + m)*lr*g"""
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        _positive("Nesterov", lr=lr)
+        _fraction("Nesterov", momentum=momentum)
+        self.lr, self.momentum, self.iter, self.v = lr, momentum, 0, None
+
+    def update(self, data, grad):
+        if self.v is None:
+            self.v = np.zeros_like(data)
+        self.iter += 1
+        m = self.momentum
+        self.v *= m
+        self.v -= self.lr * grad
+        data += m * m * self.v
+        data -= (1 + m) * self.lr * grad
+
+    state_dict = Momentum.state_dict
+    load_state_dict = Momentum.load_state_dict
+
+
+class AdaGrad:
+    """h += g*g;  p -= lr * g / (sqrt(h) + 1e-7)"""
+
+    def __init__(self, lr=0.01, eps=1e-7):
+        _positive("AdaGrad", lr=lr, eps=eps)
+        self.lr, self.eps, self.iter, self.h = lr, eps, 0, None
+
+    def update(self, data, grad):
+        if self.h is None:
+            self.h = np.zeros_like(data)
+        self.iter += 1
+        self.h += grad * grad
+        data -= self.lr * grad / (np.sqrt(self.h) + self.eps)
+
+    def state_dict(self):
+        return {"iter": self.iter, "h": self.h}
+
+    def load_state_dict(self, state):
+        self.iter, self.h = int(state["iter"]), _copy(state["h"])
+
+
+class RMSprop:
+    """h = decay*h + (1 - decay)*g*g;  p -= lr * g / (sqrt(h) + 1e-7)"""
+
+    def __init__(self, lr=0.01, decay_rate=0.99, eps=1e-7):
+        _positive("RMSprop", lr=lr, eps=eps)
+        _fraction("RMSprop", decay_rate=decay_rate)
+        self.lr, self.decay_rate, self.eps, self.iter, self.h = lr, decay_rate, eps, 0, None
+
+    def update(self, data, grad):
+        if self.h is None:
+            self.h = np.zeros_like(data)
+        self.iter += 1
+        self.h *= self.decay_rate
+        self.h += (1 - self.decay_rate) * grad * grad
+        data -= self.lr * grad / (np.sqrt(self.h) + self.eps)
+
+    state_dict = AdaGrad.state_dict
+    load_state_dict = AdaGrad.load_state_dict
+
+
+class Adam:
+    """m += (1-b1)(g - m);  v += (1-b2)(g*g - v);  p -= lr_t * m / (sqrt(v) + 1e-7)
+
+    As in the book, the bias correction is folded into the step size:
+    lr_t = lr * sqrt(1 - b2**t) / (1 - b1**t). (The paper corrects m and v instead and adds
+    eps to the corrected sqrt(v); the two differ only in where eps enters.)
+    """
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7):
+        _positive("Adam", lr=lr, eps=eps)
+        _fraction("Adam", beta1=beta1, beta2=beta2)
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.iter, self.m, self.v = 0, None, None
+
+    def update(self, data, grad):
+        if self.m is None:
+            self.m, self.v = np.zeros_like(data), np.zeros_like(data)
+        self.iter += 1
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
+        self.m += (1 - self.beta1) * (grad - self.m)
+        self.v += (1 - self.beta2) * (grad * grad - self.v)
+        data -= lr_t * self.m / (np.sqrt(self.v) + self.eps)
+
+    def state_dict(self):
+        return {"iter": self.iter, "m": self.m, "v": self.v}
+
+    def load_state_dict(self, state):
+        self.iter = int(state["iter"])
+        self.m, self.v = _copy(state["m"]), _copy(state["v"])
+
+
+def _copy(a):
+    return None if a is None else np.array(a, copy=True)
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad,
+              "rmsprop": RMSprop, "adam": Adam}
+
+
+def create(name, **kwargs):
+    """create('adam', lr=1e-3) -> Adam; unknown names and arguments are one-line errors."""
+    cls = OPTIMIZERS.get(str(name).lower())
+    if cls is None:
+        raise ValueError(f"unknown optimizer {name!r}; valid names: {sorted(OPTIMIZERS)}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"optimizer {name!r}: {e}") from None

@@ -1,0 +1,9 @@
+"""Fixtures shared by every test folder; plain helpers live in support.py."""
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,194 @@
+"""Whole-network gradient checks, the spec contract, buffer aliasing and determinism."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from mpinet.model import build
+from mpinet.model.gradient import relative_error
+from mpinet.model.optimizers import create
+
+SPECS = {
+    "mlp_relu": {"name": "mlp", "hidden": [10, 8], "input_shape": [1, 4, 4]},
+    "mlp_sigmoid_xavier": {"name": "mlp", "hidden": [10, 8], "activation": "sigmoid",
+                           "init": "xavier", "input_shape": [1, 4, 4]},
+    "mlp_tanh_decay": {"name": "mlp", "hidden": [7], "activation": "tanh",
+                       "weight_decay": 0.1, "input_shape": [1, 4, 4]},
+    "mlp_bn_dropout": {"name": "mlp", "hidden": [10, 8], "batchnorm": True, "dropout": 0.3,
+                       "input_shape": [1, 4, 4]},
+    "simple_cnn": {"name": "simple_cnn", "filters": 3, "filter_size": 3, "hidden": 6,
+                   "init": 0.3, "input_shape": [1, 8, 8]},
+    "simple_cnn_bn_pad": {"name": "simple_cnn", "filters": 3, "filter_size": 3, "pad": 1,
+                          "hidden": 6, "batchnorm": True, "input_shape": [2, 6, 6]},
+    "deep_cnn": {"name": "deep_cnn", "filters": [2, 2, 3, 3, 4, 4], "hidden": 5,
+                 "input_shape": [1, 12, 12]},
+    "deep_cnn_bn_decay": {"name": "deep_cnn", "filters": [2, 2, 3, 3, 4, 4], "hidden": 5,
+                          "batchnorm": True, "weight_decay": 0.01, "dropout": 0.0,
+                          "input_shape": [1, 12, 12]},
+}
+
+
+def _sampled_check(net, x, t, samples=6, h=1e-6):
+    """Compare backprop with central differences on a few elements of every parameter.
+
+    h = 1e-6 (not the book's 1e-4): ReLU + max pooling are piecewise linear, and a smaller
+    step is less likely to cross a kink; float64 keeps the rounding error near 1e-10.
+    """
+    def loss():
+        net.dropout_rng.bit_generator.state = rng_state  # the same dropout masks every time
+        return net.loss(x, t)
+
+    rng_state = net.dropout_rng.bit_generator.state
+    loss()
+    net.backward()
+    pick = np.random.default_rng(0)
+    for name, p in net.params.items():
+        analytic = net.grads[name].copy()
+        flat = p.reshape(-1)
+        for i in pick.choice(flat.size, min(samples, flat.size), replace=False):
+            saved = flat[i]
+            flat[i] = saved + h
+            f1 = loss()
+            flat[i] = saved - h
+            f2 = loss()
+            flat[i] = saved
+            numeric = (f1 - f2) / (2 * h)
+            a = analytic.reshape(-1)[i]
+            assert np.isclose(a, numeric, rtol=1e-4, atol=1e-6), (
+                f"{name}[{i}]: backprop {a!r} vs numerical {numeric!r} "
+                f"(relative error {relative_error(a, numeric):.3g})")
+
+
+@pytest.mark.parametrize("key", sorted(SPECS))
+def test_network_gradient_check(key):
+    net = build(SPECS[key], dtype="float64", seed=3)
+    c, h, w = net.spec["input_shape"]
+    rng = np.random.default_rng(1)
+    for name, p in net.params.items():  # zero biases put ReLU inputs exactly on the kink
+        if not name.endswith(".W"):
+            p += rng.normal(0, 0.1, p.shape)
+    x, t = rng.random((4, c * h * w)), rng.integers(0, 10, 4)
+    _sampled_check(net, x, t)
+
+
+def test_book_architectures_and_shapes():
+    deep = build({"name": "deep_cnn"})
+    assert [n for n in deep.params if n.endswith(".W")] == [
+        "conv1.W", "conv2.W", "conv3.W", "conv4.W", "conv5.W", "conv6.W", "affine1.W",
+        "affine2.W"]
+    assert deep.params["conv1.W"].shape == (16, 1, 3, 3)
+    assert deep.params["affine1.W"].shape == (64 * 4 * 4, 50)  # conv4 padded by 2, as the book
+    simple = build({"name": "simple_cnn"})
+    assert simple.params["conv1.W"].shape == (30, 1, 5, 5)
+    assert simple.params["affine1.W"].shape == (30 * 12 * 12, 100)
+    assert np.std(simple.params["affine1.W"]) == pytest.approx(0.01, rel=0.02)  # book's std
+    mlp = build({"name": "mlp", "hidden": [100, 50]})
+    assert [p.shape for p in mlp.params.values()] == [(784, 100), (100,), (100, 50), (50,),
+                                                      (50, 10), (10,)]
+    assert np.std(mlp.params["affine1.W"]) == pytest.approx(np.sqrt(2 / 784), rel=0.02)
+
+
+def test_unknown_spec_key_names_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['hiden'\].*valid keys"):
+        build({"name": "mlp", "hiden": [10]})
+    with pytest.raises(ValueError, match="model.name must be one of"):
+        build({"name": "resnet"})
+
+
+@pytest.mark.parametrize("name", ["mlp", "simple_cnn", "deep_cnn"])
+def test_views_share_the_buffer_after_a_training_step(name):
+    spec = {"name": name, "batchnorm": True}
+    net = build(spec)
+    opt = create("adam", lr=1e-3)
+    rng = np.random.default_rng(0)
+    x, t = rng.random((8, 784), dtype=np.float32), rng.integers(0, 10, 8)
+    before = net.buffer.data.copy()
+    net.loss(x, t)
+    net.backward()
+    opt.update(net.buffer.data, net.buffer.grad)
+    assert not np.array_equal(before, net.buffer.data)
+    assert net.buffer.shares_memory()
+    for layer in net.layers.values():
+        for attr in ("W", "b", "gamma", "beta", "running_mean", "running_var"):
+            if hasattr(layer, attr):
+                buf = net.state.data if attr.startswith("running") else net.buffer.data
+                assert np.shares_memory(getattr(layer, attr), buf), (layer, attr)
+        for attr in ("dW", "db", "dgamma", "dbeta"):
+            if hasattr(layer, attr):
+                assert np.shares_memory(getattr(layer, attr), net.buffer.grad), (layer, attr)
+    assert net.buffer.data.dtype == np.float32 and net.buffer.grad.dtype == np.float32
+
+
+LAYOUT_SCRIPT = (
+    "from mpinet.model import build; "
+    "print(build({'name': 'deep_cnn', 'batchnorm': True}).buffer.layout())"
+)
+
+
+def test_layout_is_identical_across_hash_seeds():
+    outputs = set()
+    for seed in ("0", "1", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        out = subprocess.run([sys.executable, "-c", LAYOUT_SCRIPT], env=env, check=True,
+                             capture_output=True, text=True, timeout=60).stdout
+        outputs.add(out)
+    assert len(outputs) == 1 and "conv1.W" in outputs.pop()
+
+
+@pytest.mark.parametrize("name", ["mlp", "simple_cnn"])
+def test_fixed_seed_gives_a_bitwise_identical_loss_sequence(name):
+    def run():
+        net = build({"name": name, "dropout": 0.2}, seed=5)
+        opt = create("momentum", lr=0.05)
+        rng = np.random.default_rng(9)
+        losses = []
+        for _ in range(4):
+            x, t = rng.random((16, 784), dtype=np.float32), rng.integers(0, 10, 16)
+            losses.append(net.loss(x, t))
+            net.backward()
+            opt.update(net.buffer.data, net.buffer.grad)
+        return losses, net.buffer.data.copy()
+
+    (l1, p1), (l2, p2) = run(), run()
+    assert l1 == l2 and np.array_equal(p1, p2)
+
+
+def test_float32_network_never_computes_in_float64():
+    net = build({"name": "simple_cnn", "batchnorm": True, "dropout": 0.1})
+    x = np.random.default_rng(0).random((4, 1, 28, 28))  # float64 input is cast once
+    out = net.forward(x)
+    assert out.dtype == np.float32
+    net.loss(x, np.zeros(4, np.int64))
+    net.backward()
+    assert net.buffer.grad.dtype == np.float32
+
+
+def test_predict_accuracy_and_evaluate_agree():
+    net = build({"name": "mlp", "hidden": [20]}, seed=1)
+    rng = np.random.default_rng(2)
+    x, t = rng.random((250, 784), dtype=np.float32), rng.integers(0, 10, 250)
+    y = net.predict(x, batch_size=64)
+    assert y.shape == (250, 10)
+    acc = float(np.mean(y.argmax(1) == t))
+    assert net.accuracy(x, t, batch_size=100) == pytest.approx(acc)
+    loss_sum, correct, n = net.evaluate(x, t, batch_size=7)
+    assert n == 250 and correct == round(acc * 250)
+    assert loss_sum / n == pytest.approx(net.loss(x, t, train=False), rel=1e-5)
+    np.testing.assert_allclose(net.predict_proba(x).sum(1), 1, rtol=1e-5)
+
+
+def test_a_small_mlp_learns():
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 784), dtype=np.float32)
+    t = (x[:, :392].sum(1) > x[:, 392:].sum(1)).astype(np.int64)  # a learnable rule
+    net = build({"name": "mlp", "hidden": [32]}, seed=0)
+    opt = create("adam", lr=0.01)
+    first = net.loss(x, t)
+    for _ in range(60):
+        net.loss(x, t)
+        net.backward()
+        opt.update(net.buffer.data, net.buffer.grad)
+    assert net.loss(x, t) < 0.3 * first
+    assert net.accuracy(x, t) > 0.95

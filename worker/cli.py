@@ -1,0 +1,71 @@
+"""The `mpinet` console script: one parser, one sub-command per user task.
+
+Each sub-command lives in the module that owns it; this file only wires them up and turns
+user errors (bad files, flags, config keys) into a one-line message and a non-zero exit.
+"""
+
+import argparse
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+EXIT_USER_ERROR = 2
+
+# Exceptions that mean "the input was wrong", never "mpinet has a bug".
+USER_ERRORS = (ValueError, OSError, KeyError)
+
+
+def package_version():
+    try:
+        return version("mpinet")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="mpinet",
+        description="Train the network of 'Deep Learning from Scratch' data-parallel with MPI.",
+    )
+    parser.add_argument("--version", action="version", version=f"mpinet {package_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in SUBCOMMANDS.items():
+        mod = _import(module)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(run=mod.run)
+    return parser
+
+
+def _import(module):
+    import importlib
+
+    return importlib.import_module(module)
+
+
+# name -> module with HELP, add_arguments(parser) and run(args) -> exit code
+SUBCOMMANDS = {}
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.run(args) or 0
+    except USER_ERRORS as e:
+        if os.environ.get("MPINET_TRACEBACK"):
+            raise
+        print(f"mpinet {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _one_line(e):
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(text.split()) or type(e).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
