@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from mpinet.model.functions import (
     cross_entropy_error,
     mean_squared_error,

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from mpinet.model.conv import Convolution, Flatten, Pooling, ToNHWC
 from mpinet.model.gradient import numerical_gradient, relative_error
 from mpinet.model.layers import (

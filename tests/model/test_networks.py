@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from mpinet.model import build
 from mpinet.model.gradient import relative_error
 from mpinet.model.optimizers import create

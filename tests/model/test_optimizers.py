@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from mpinet.model.optimizers import OPTIMIZERS, create
 from mpinet.model.schedules import learning_rate
 
