@@ -2,8 +2,28 @@
 
 import numpy as np
 import pytest
+from support import shared_data_dir
+
+from mpinet.data.prepare import prepare
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """../shared/data: the canonical MNIST and Fashion-MNIST .gz files."""
+    found = shared_data_dir()
+    if not (found / "mnist").is_dir():
+        pytest.skip(f"the real MNIST files are missing: expected {found / 'mnist'} "
+                    f"(or set MPINET_SHARED_DATA)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def mnist_h5(shared_data, tmp_path_factory):
+    """The real MNIST prepared once per session (read-only for the tests)."""
+    out = tmp_path_factory.mktemp("mnist") / "mnist.h5"
+    return prepare("mnist", source=shared_data / "mnist", out=out)

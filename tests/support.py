@@ -2,7 +2,11 @@
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,3 +34,81 @@ def mpiexec():
         if found:
             return found
     return None
+
+
+# Variables a launcher sets: if pytest itself runs under mpirun, they would confuse ours.
+LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL")
+
+
+def job_environment(**extra):
+    """The environment of a job the tests launch: no inherited launcher variables, one BLAS
+    thread per rank (4 ranks share 2 cores), unbuffered output (MPI Abort loses buffers)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER_PREFIXES)}
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self):
+        return self.stdout + self.stderr
+
+
+def run_job(command, timeout=60, env=None, cwd=None):
+    """Run a command (an mpiexec job or a local run) to its end -> Finished.
+
+    A job still running after `timeout` seconds is stopped and the test fails with its output.
+    """
+    import pytest
+
+    start = time.monotonic()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env or job_environment(), cwd=cwd)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stdout, stderr = stop_job(proc)
+        pytest.fail(f"{' '.join(map(str, command))} still running after {timeout} s; "
+                    f"output:\n{stdout}{stderr}")
+    return Finished(proc.returncode, stdout, stderr, time.monotonic() - start)
+
+
+def stop_job(proc):
+    """End a hung job. Hydra starts the ranks in sessions of their own, so killing the
+    process group would miss them: SIGTERM mpiexec (it cleans up), then SIGKILL the rest."""
+    tree = _descendants(proc.pid)
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        for pid in [proc.pid, *tree]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return proc.communicate()
+
+
+def _descendants(pid):
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found

@@ -44,7 +44,9 @@ def _import(module):
 
 
 # name -> module with HELP, add_arguments(parser) and run(args) -> exit code
-SUBCOMMANDS = {}
+SUBCOMMANDS = {
+    "prepare": "mpinet.data.prepare",
+}
 
 
 def main(argv=None):
