@@ -36,11 +36,11 @@ class AddLayer:
 
 class Relu:
     def forward(self, x, train=True):
-        self.mask = x > 0
-        return x * self.mask
+        self.out = np.maximum(x, 0)  # one pass; the book's mask-then-multiply takes two
+        return self.out
 
     def backward(self, dout):
-        return dout * self.mask
+        return dout * (self.out > 0)
 
 
 class Sigmoid:
@@ -64,9 +64,9 @@ class Tanh:
 class Affine:
     """out = x @ W + b, with W of shape (in, out); x of any shape (N, ...) is flattened."""
 
-    def __init__(self, W, b, dW, db, name="affine"):
+    def __init__(self, W, b, dW, db, name="affine", need_dx=True):
         self.W, self.b, self.dW, self.db = W, b, dW, db
-        self.name = name
+        self.name, self.need_dx = name, need_dx  # need_dx=False: first layer, dx unused
         self.ones = np.ones(0, W.dtype)
 
     def forward(self, x, train=True):
@@ -78,13 +78,17 @@ class Affine:
                 f"got array of shape {self.original_x_shape}"
             )
         self.x = x
-        return x @ self.W + self.b
+        out = x @ self.W
+        out += self.b  # in place: no second (N, out) temporary
+        return out
 
     def backward(self, dout):
         if self.ones.shape[0] != dout.shape[0]:
             self.ones = np.ones(dout.shape[0], dout.dtype)
         self.dW[...] = self.x.T @ dout
         self.db[...] = self.ones @ dout  # a GEMV: much faster than dout.sum(axis=0)
+        if not self.need_dx:
+            return None
         return (dout @ self.W.T).reshape(self.original_x_shape)
 
 

@@ -39,10 +39,12 @@ class Network:
         self.dropout_rng = np.random.default_rng(seed if dropout_seed is None else dropout_seed)
         self._init_params(np.random.default_rng(seed))
         self.layers = {name: self._make_layer(name, kind, a, bn_allreduce)
-                       for name, kind, a in plan}
+                       for name, kind, a in _fuse_into_conv(_pool_before_relu(plan))}
         first = next(iter(self.layers.values()))
         if isinstance(first, ToNHWC):  # the first conv's input gradient is never needed
             next(v for v in self.layers.values() if isinstance(v, Convolution)).need_dx = False
+        if isinstance(first, Affine):  # nor the first affine's
+            first.need_dx = False
         loss = spec.get("loss", "softmax")
         self.loss_layer = SoftmaxWithLoss() if loss == "softmax" else IdentityWithLoss()
         self.decayed = [self.params[n] for n, _ in specs if n.endswith(".W")]
@@ -64,7 +66,8 @@ class Network:
             return Affine(p[f"{name}.W"], p[f"{name}.b"], g[f"{name}.W"], g[f"{name}.b"], name)
         if kind == "conv":
             return Convolution(p[f"{name}.W"], p[f"{name}.b"], g[f"{name}.W"], g[f"{name}.b"],
-                               stride=a["stride"], pad=a["pad"], name=name)
+                               stride=a["stride"], pad=a["pad"], name=name,
+                               pool=a.get("pool", False), relu=a.get("relu", False))
         if kind == "bn":
             return BatchNormalization(p[f"{name}.gamma"], p[f"{name}.beta"], g[f"{name}.gamma"],
                                       g[f"{name}.beta"], st[f"{name}.running_mean"],
@@ -134,6 +137,39 @@ class Network:
     def accuracy(self, x, t, batch_size=1000):
         _, correct, n = self.evaluate(x, t, batch_size)
         return correct / n if n else 0.0
+
+
+def _pool_before_relu(plan):
+    """The plan with every relu -> max-pool pair swapped to pool -> relu.
+
+    max and ReLU commute (ReLU is non-decreasing), and so do their gradients: both orders
+    route a window's gradient to its first maximum when it is positive, and nowhere when it
+    is not. Pooling first lets the ReLU run on maps a quarter of the size.
+    """
+    plan = list(plan)
+    for i in range(len(plan) - 1):
+        if plan[i][1] == "relu" and plan[i + 1][1] == "pool":
+            plan[i], plan[i + 1] = plan[i + 1], plan[i]
+    return plan
+
+
+def _fuse_into_conv(plan):
+    """The plan with a 2x2 max pool, then a ReLU, that follow a conv made part of it.
+
+    The conv (pool=True, relu=True) pools each chunk of its output while it is still in
+    cache, from planes laid out for it (Convolution._pool_chunk), and applies the ReLU there
+    too; values and gradients are the same as the separate layers'.
+    """
+    fused = []
+    for entry in plan:
+        _, kind, a = entry
+        last = fused[-1] if fused else (None, None, {})
+        pool_next = kind == "pool" and a["size"] == 2 and not {"pool", "relu"} & set(last[2])
+        if last[1] == "conv" and (pool_next or kind == "relu"):
+            fused[-1] = (last[0], "conv", {**last[2], kind: True})
+            continue
+        fused.append(entry)
+    return fused
 
 
 def _param_specs(plan):

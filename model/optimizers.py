@@ -8,6 +8,8 @@ plus the step counter `iter`, for checkpoints. `lr` may be changed between steps
 (learning-rate schedules set it).
 """
 
+import math
+
 import numpy as np
 
 
@@ -32,7 +34,9 @@ class SGD:
 
     def update(self, data, grad):
         self.iter += 1
-        data -= self.lr * grad
+        step = _scratch(self, "_step", data)
+        np.multiply(grad, self.lr, out=step)  # into a kept array: no temporary per step
+        data -= step
 
     def state_dict(self):
         return {"iter": self.iter}
@@ -145,10 +149,22 @@ class Adam:
         if self.m is None:
             self.m, self.v = np.zeros_like(data), np.zeros_like(data)
         self.iter += 1
-        lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
-        self.m += (1 - self.beta1) * (grad - self.m)
-        self.v += (1 - self.beta2) * (grad * grad - self.v)
-        data -= lr_t * self.m / (np.sqrt(self.v) + self.eps)
+        # a Python float: a 0-d float64 would promote the whole step below to float64
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
+        # The same statements as the docstring, written with out= into two kept arrays.
+        t1, t2 = _scratch(self, "_t1", data), _scratch(self, "_t2", data)
+        np.subtract(grad, self.m, out=t1)
+        t1 *= 1 - self.beta1
+        self.m += t1
+        np.multiply(grad, grad, out=t1)
+        t1 -= self.v
+        t1 *= 1 - self.beta2
+        self.v += t1
+        np.multiply(self.m, lr_t, out=t1)
+        np.sqrt(self.v, out=t2)
+        t2 += self.eps
+        t1 /= t2
+        data -= t1
 
     def state_dict(self):
         return {"iter": self.iter, "m": self.m, "v": self.v}
@@ -156,6 +172,15 @@ class Adam:
     def load_state_dict(self, state):
         self.iter = int(state["iter"])
         self.m, self.v = _copy(state["m"]), _copy(state["v"])
+
+
+def _scratch(opt, name, like):
+    """A work array kept on the optimizer (not state: never saved), same shape as `like`."""
+    a = getattr(opt, name, None)
+    if a is None or a.shape != like.shape or a.dtype != like.dtype:
+        a = np.empty_like(like)
+        setattr(opt, name, a)
+    return a
 
 
 def _copy(a):

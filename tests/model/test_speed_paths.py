@@ -1,0 +1,105 @@
+"""The fast paths of model/ (docs/speed.md) give the same numbers as the simple ones."""
+
+import numpy as np
+import pytest
+
+from mpinet.model import conv
+from mpinet.model.conv import Convolution, Pooling
+from mpinet.model.layers import Relu
+
+
+def _tied_maps(rng, shape):
+    """Small integers: many exact ties in every 2x2 window, as MNIST's blank borders give."""
+    return rng.integers(-2, 3, shape).astype(np.float32)
+
+
+def test_pooling_2x2_path_equals_the_general_path(rng):
+    x = _tied_maps(rng, (3, 8, 6, 5))
+    dout = rng.standard_normal((3, 4, 3, 5)).astype(np.float32)
+    fast, general = Pooling(2, 2, stride=2), Pooling(2, 2, stride=2)
+    out = fast.forward(x)
+    assert fast.fast
+    np.testing.assert_array_equal(out, general._forward_windows(x))
+    np.testing.assert_array_equal(fast.backward(dout), general._backward_windows(dout))
+
+
+def test_pool_then_relu_equals_relu_then_pool(rng):
+    """The network swaps relu -> pool to pool -> relu; values and gradients are unchanged."""
+    x = _tied_maps(rng, (2, 6, 6, 4))
+    dout = rng.standard_normal((2, 3, 3, 4)).astype(np.float32)
+    relu_a, pool_a = Relu(), Pooling(2, 2, stride=2)
+    pool_b, relu_b = Pooling(2, 2, stride=2), Relu()
+    out_a = pool_a.forward(relu_a.forward(x))
+    out_b = relu_b.forward(pool_b.forward(x))
+    np.testing.assert_array_equal(out_a, out_b)
+    np.testing.assert_array_equal(relu_a.backward(pool_a.backward(dout)),
+                                  pool_b.backward(relu_b.backward(dout)))
+
+
+@pytest.mark.parametrize("stride,pad", [(1, 0), (1, 1), (1, 2), (2, 1), (3, 0)])
+def test_convolution_in_batch_chunks_equals_one_chunk(stride, pad, rng, monkeypatch):
+    x = rng.standard_normal((5, 9, 8, 3))
+    W, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    results = []
+    for chunk_bytes in (1, 1 << 40):  # one sample per chunk, then the whole batch at once
+        monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
+        layer = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), stride=stride, pad=pad)
+        out = layer.forward(x)
+        dx = layer.backward(np.cos(out))
+        results.append((out, dx, layer.dW.copy(), layer.db.copy()))
+    for one, many in zip(*results, strict=True):
+        np.testing.assert_allclose(one, many, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_im2col_equals_the_definition(channels, rng):
+    """One channel takes its own copy path (whole maps per filter offset)."""
+    x = rng.standard_normal((2, 7, 6, channels)).astype(np.float32)
+    for stride in (1, 2):
+        col = conv.im2col(x, 3, 2, stride)
+        ref = np.lib.stride_tricks.sliding_window_view(x, (3, 2), axis=(1, 2))
+        ref = ref[:, ::stride, ::stride].transpose(0, 1, 2, 4, 5, 3)  # (N, OH, OW, FH, FW, C)
+        np.testing.assert_array_equal(col, ref.reshape(col.shape))
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("need_dx", [True, False])
+@pytest.mark.parametrize("channels,size,pad", [(1, 5, 0), (3, 3, 1), (2, 3, 2), (2, 3, 0)])
+def test_conv_with_fused_pooling_equals_conv_then_pooling(relu, need_dx, channels, size, pad,
+                                                          rng):
+    """conv(pool=True, relu=relu) == conv, Pooling(2, 2, 2), then Relu if relu.
+
+    Integer data: exact sums, and many tied maxima for the routing to get right.
+    The (2, 3, 0) case has an odd output size and takes the unfused fallback.
+    """
+    x = rng.integers(-2, 3, (3, 9, 9, channels)).astype(np.float64)
+    W = rng.integers(-1, 2, (4, channels, size, size)).astype(np.float64)
+    b = rng.integers(-1, 2, 4).astype(np.float64)
+    fused = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), pad=pad, need_dx=need_dx,
+                        pool=True, relu=relu)
+    conv = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), pad=pad, need_dx=need_dx)
+    pool, act = Pooling(2, 2, stride=2), Relu()
+    out = fused.forward(x)
+    expected = pool.forward(conv.forward(x))
+    np.testing.assert_array_equal(out, act.forward(expected) if relu else expected)
+    dout = rng.integers(-3, 4, out.shape).astype(np.float64)
+    dx_fused = fused.backward(dout)
+    dx = conv.backward(pool.backward(act.backward(dout) if relu else dout))
+    if need_dx:
+        np.testing.assert_array_equal(dx_fused, dx)
+    np.testing.assert_array_equal(fused.dW, conv.dW)
+    np.testing.assert_array_equal(fused.db, conv.db)
+
+
+def test_conv_with_fused_relu_equals_conv_then_relu(rng):
+    x = rng.integers(-2, 3, (3, 6, 6, 2)).astype(np.float64)
+    W = rng.integers(-1, 2, (4, 2, 3, 3)).astype(np.float64)
+    b = rng.integers(-1, 2, 4).astype(np.float64)
+    fused = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), pad=1, relu=True)
+    conv, act = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), pad=1), Relu()
+    out = fused.forward(x)
+    np.testing.assert_array_equal(out, act.forward(conv.forward(x)))
+    dout = rng.integers(-3, 4, out.shape).astype(np.float64)
+    np.testing.assert_array_equal(fused.backward(dout), conv.backward(act.backward(dout)))
+    np.testing.assert_array_equal(fused.dW, conv.dW)
+    np.testing.assert_array_equal(fused.db, conv.db)
