@@ -46,6 +46,9 @@ def _import(module):
 # name -> module with HELP, add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
     "prepare": "mpinet.data.prepare",
+    "eval": "mpinet.worker.evaluate",
+    "predict": "mpinet.worker.predict",
+    "serve": "mpinet.worker.serve",
 }
 
 

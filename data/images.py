@@ -1,0 +1,160 @@
+"""Digits from outside MNIST, made to look like MNIST: image files, .npy arrays, JSON lists.
+
+MNIST's digits were made from scanned black-and-white NIST digits: each was scaled to fit
+a 20x20 box keeping its aspect ratio (anti-aliasing gave grey levels), then placed in a
+28x28 field so that its centre of mass is at the centre. A photo or a drawing of a digit,
+usually dark ink on light paper, goes through the same steps here:
+
+    grayscale -> light ink on dark (inverted if needed) -> background removed
+    -> cropped to the ink -> scaled into 20x20 -> centred by centre of mass in 28x28
+
+Every function returns floats in [0, 1] (1 = ink), shape (n, 28, 28) or (28, 28); a bad
+input is a one-line ValueError naming it.
+"""
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+SIZE, BOX = 28, 20
+MAX_SIDE = 4096  # pixels: larger images are refused before they are decoded
+WORK_SIDE = 560  # pixels: larger images are scaled down to this first
+MAX_IMAGE_BYTES = 20 * 2**20
+MAX_ARRAY_BYTES = 512 * 2**20
+INK = 0.2  # after stretching to [0, 1], pixels above this count as ink (JPEG noise stays out)
+MIN_CONTRAST = 0.1  # ink and background closer than this: the image is blank
+
+
+def load_image(path):
+    """An image file (PNG, JPEG, PGM, anything Pillow reads) -> (28, 28) MNIST-style digit."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise ValueError(f"{path}: {size / 2**20:.1f} MiB is too large for an image of a "
+                         f"digit (limit {MAX_IMAGE_BYTES // 2**20} MiB)")
+    return image_from_bytes(path.read_bytes(), str(path))
+
+
+def image_from_bytes(data, name="image"):
+    """Encoded image bytes -> (28, 28) MNIST-style digit."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size  # read from the header: nothing decoded yet
+        if width > MAX_SIDE or height > MAX_SIDE:
+            raise ValueError(f"{name}: {width}x{height} pixels is too large "
+                             f"(limit {MAX_SIDE}x{MAX_SIDE}); scale it down")
+        gray = grayscale(image)
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        raise ValueError(f"{name}: not an image Pillow can read (PNG, JPEG, PGM, ...)") from None
+    except OSError as e:  # a truncated or damaged file
+        raise ValueError(f"{name}: the image cannot be decoded ({e})") from None
+    return mnist_style(gray, name)
+
+
+def grayscale(image):
+    """A Pillow image -> float array in [0, 1]; transparency becomes background."""
+    alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    image = image.convert("LA" if alpha else "L")
+    # The digit ends up 20x20: scaling a big photo down to WORK_SIDE first loses little
+    # (unless the digit is a speck in it) and keeps the float copies below small, where a
+    # 4096x4096 image would take 128 MB per copy.
+    image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
+    if alpha:
+        la = np.asarray(image, dtype=np.float64) / 255
+        gray, alpha = la[..., 0], la[..., 1]
+        if alpha.sum() == 0:
+            return np.zeros_like(gray)
+        # Drawn on a transparent canvas: lay it on the colour the strokes stand out from.
+        ink_mean = float((gray * alpha).sum() / alpha.sum())
+        background = 1.0 if ink_mean < 0.5 else 0.0
+        return gray * alpha + background * (1 - alpha)
+    return np.asarray(image, dtype=np.float64) / 255
+
+
+def mnist_style(gray, name="image"):
+    """A grayscale digit of any size (floats in [0, 1]) -> (28, 28), made as MNIST was."""
+    x = light_on_dark(gray, name)
+    rows, cols = np.nonzero(x > INK)
+    x = x[rows.min():rows.max() + 1, cols.min():cols.max() + 1]  # crop to the ink
+    return centre_by_mass(fit_box(x, BOX))
+
+
+def light_on_dark(gray, name="image"):
+    """Ink 1, background 0: inverted when the border (the background) is light."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
+    x = 1 - gray if background > 0.5 else gray
+    background = min(background, 1 - background)
+    contrast = float(x.max()) - background
+    if contrast < MIN_CONTRAST:
+        raise ValueError(f"{name}: the image is blank (no digit stands out from the "
+                         f"background)")
+    return np.clip((x - background) / contrast, 0, 1)
+
+
+def fit_box(x, box):
+    """Scale x so that its longer side is `box` pixels, keeping the aspect ratio."""
+    h, w = x.shape
+    scale = box / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # Pillow wants (w, h)
+    image = Image.fromarray(x.astype(np.float32), mode="F")
+    return np.clip(np.asarray(image.resize(size, Image.Resampling.LANCZOS), np.float64), 0, 1)
+
+
+def centre_by_mass(x, size=SIZE):
+    """Place x in a size x size field with its centre of mass at the centre (kept inside)."""
+    h, w = x.shape
+    rows, cols = np.indices(x.shape)
+    mass = x.sum()
+    cy, cx = (rows * x).sum() / mass, (cols * x).sum() / mass
+    centre = size / 2  # as in MNIST: its digits' mean centre of mass is at pixel (14, 14)
+    top = int(np.clip(round(centre - cy), 0, size - h))
+    left = int(np.clip(round(centre - cx), 0, size - w))
+    out = np.zeros((size, size))
+    out[top:top + h, left:left + w] = x
+    return out
+
+
+def load_array(path):
+    """A .npy file of digits -> (n, 28, 28) floats in [0, 1]."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_ARRAY_BYTES:
+        raise ValueError(f"{path}: {size / 2**20:.0f} MiB is too large "
+                         f"(limit {MAX_ARRAY_BYTES // 2**20} MiB); split it")
+    try:
+        array = np.load(path, allow_pickle=False)  # never unpickle a file from elsewhere
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npy array ({e})") from None
+    return as_images(array, str(path))
+
+
+def as_images(array, name="array"):
+    """Pixels as uint8/ints 0..255 or floats 0..1, shaped (n, 28, 28), (n, 784), (28, 28)
+    or (784,) -> (n, 28, 28) floats in [0, 1]."""
+    try:
+        array = np.asarray(array)
+    except ValueError:  # nested lists of unequal lengths
+        raise ValueError(f"{name}: not a rectangular array (rows of unequal length)") from None
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"{name}: dtype {array.dtype}; expected numbers (uint8 0..255 or "
+                         f"floats 0..1)")
+    shapes = {(SIZE, SIZE): 1, (SIZE * SIZE,): 1}
+    if array.shape in shapes:
+        array = array.reshape(1, SIZE, SIZE)
+    elif array.ndim in (2, 3) and array.shape[1:] in shapes and len(array) > 0:
+        array = array.reshape(len(array), SIZE, SIZE)
+    else:
+        raise ValueError(f"{name}: shape {array.shape}; expected (n, 28, 28) or (n, 784) "
+                         f"with n >= 1")
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 1:
+            raise ValueError(f"{name}: float pixels must be finite and in 0..1; scale them "
+                             f"(or pass uint8 0..255)")
+        return array.astype(np.float64)
+    if array.min() < 0 or array.max() > 255:
+        raise ValueError(f"{name}: integer pixels must be in 0..255, found "
+                         f"{array.min()}..{array.max()}")
+    return array.astype(np.float64) / 255
