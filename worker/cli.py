@@ -46,9 +46,11 @@ def _import(module):
 # name -> module with HELP, add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
     "prepare": "mpinet.data.prepare",
+    "train": "mpinet.worker.train",
     "eval": "mpinet.worker.evaluate",
     "predict": "mpinet.worker.predict",
     "serve": "mpinet.worker.serve",
+    "plot": "mpinet.worker.plots",
 }
 
 

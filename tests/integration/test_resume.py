@@ -1,0 +1,158 @@
+"""Resume and pre-emption: a stopped run continues to the very bits of an unstopped one."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import h5py
+import numpy as np
+import pytest
+from support import _descendants, job_environment, mpiexec, mpinet_command, run_job, stop_job
+
+pytestmark = pytest.mark.mpi
+
+RUN = ["model.name='mlp'", "model.hidden=[32]", "model.dropout=0.2", "train.batch_size=500",
+       "train.epochs=2", "train.checkpoint_every=7", "train.keep_last=0", "optim.name='adam'"]
+
+
+@pytest.fixture(scope="module")
+def launcher():
+    found = mpiexec()
+    if found is None:
+        pytest.skip("MPI TESTS SKIPPED: no mpiexec next to this Python or on PATH")
+    return found
+
+
+def command(launcher, n, mnist_h5, run_dir, settings, resume=None):
+    cmd = [*mpinet_command(), "train", "--data", str(mnist_h5), "--run-dir", str(run_dir)]
+    for s in settings:
+        cmd += ["--set", s]
+    if resume:
+        cmd += ["--resume", resume]
+    return [launcher, "-n", str(n), *cmd] if n else cmd
+
+
+def final_arrays(run_dir):
+    """Every array of the last checkpoint: parameters, BatchNorm state, optimizer state."""
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    arrays = {}
+    with h5py.File(run_dir / "checkpoints" / latest, "r") as f:
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
+                     if isinstance(obj, h5py.Dataset) else None)
+        step = int(f.attrs["step"])
+    return step, arrays
+
+
+def assert_bitwise_equal(a, b):
+    assert a[0] == b[0], f"steps differ: {a[0]} vs {b[0]}"
+    assert sorted(a[1]) == sorted(b[1])
+    for name in a[1]:
+        assert np.array_equal(a[1][name], b[1][name]), f"{name} differs"
+
+
+@pytest.fixture(scope="module")
+def straight(launcher, mnist_h5, tmp_path_factory):
+    """The reference: 2 ranks, 2 epochs without a stop."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    job = run_job(command(launcher, 2, mnist_h5, run_dir, RUN), timeout=120,
+                  env=job_environment(XDG_CACHE_HOME=str(run_dir.parent)))
+    assert job.returncode == 0, job.output
+    return run_dir
+
+
+def test_a_killed_run_resumes_bitwise(launcher, mnist_h5, tmp_path, straight):
+    run_dir = tmp_path / "run"
+    env = job_environment(XDG_CACHE_HOME=str(tmp_path))
+    crash = RUN + ["train.fail_rank=1", "train.fail_step=52", "train.fail_kind='kill'"]
+    job = run_job(command(launcher, 2, mnist_h5, run_dir, crash), timeout=120, env=env)
+    assert job.returncode != 0
+    assert final_arrays(run_dir)[0] == 49  # the last checkpoint before the crash
+    job = run_job(command(launcher, 2, mnist_h5, run_dir, RUN, resume="auto"), timeout=120,
+                  env=env)
+    assert job.returncode == 0, job.output
+    assert "resumed from" in job.stderr and "at step 49" in job.stderr
+    assert_bitwise_equal(final_arrays(run_dir), final_arrays(straight))
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").open()]
+    assert [h["step"] for h in history] == [120, 240]
+    reference = [json.loads(line) for line in (straight / "history.jsonl").open()]
+    assert history[-1]["test_accuracy"] == reference[-1]["test_accuracy"]
+
+
+def _preempt(launcher, n, mnist_h5, run_dir, settings, sig, env):
+    """Start a run, signal one rank once it checkpointed, and return the finished job."""
+    proc = subprocess.Popen(command(launcher, n, mnist_h5, run_dir, settings),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run_dir / "checkpoints" / "latest").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint came"
+            time.sleep(0.05)
+        ranks = [p for p in _descendants(proc.pid) if _is_python(p)]
+        assert ranks, "no rank process found"
+        started = time.monotonic()
+        os.kill(ranks[-1], sig)  # one rank only: every rank must stop with it
+        _, stderr = proc.communicate(timeout=60)
+    except BaseException:
+        stop_job(proc)
+        raise
+    return proc.returncode, stderr, time.monotonic() - started
+
+
+def _is_python(pid):
+    """A rank: runs the mpinet script, and is not mpiexec or Hydra's proxy."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"mpinet" in b" ".join(argv) and not any(b"hydra" in a or b"mpiexec" in a
+                                                    for a in argv[:1])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM])
+def test_a_signal_on_one_rank_checkpoints_and_exits_75(launcher, mnist_h5, tmp_path, straight,
+                                                       sig):
+    run_dir = tmp_path / "run"
+    env = job_environment(XDG_CACHE_HOME=str(tmp_path))
+    slow = RUN + ["train.epochs=2"]
+    code, stderr, seconds = _preempt(launcher, 2, mnist_h5, run_dir, slow, sig, env)
+    assert code == 75, stderr
+    assert "stopped by a signal" in stderr and seconds < 30
+    step, _ = final_arrays(run_dir)
+    assert 0 < step < 240
+    job = run_job(command(launcher, 2, mnist_h5, run_dir, RUN, resume="auto"), timeout=120,
+                  env=env)
+    assert job.returncode == 0, job.output
+    assert_bitwise_equal(final_arrays(run_dir), final_arrays(straight))
+
+
+def test_resume_on_another_world_size_in_global_order(launcher, mnist_h5, tmp_path):
+    settings = [s for s in RUN if "dropout" not in s] + ["data.order='global'"]
+    env = job_environment(XDG_CACHE_HOME=str(tmp_path))
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    job = run_job(command(launcher, 2, mnist_h5, ref_dir, settings), timeout=120, env=env)
+    assert job.returncode == 0, job.output
+    crash = settings + ["train.fail_rank=0", "train.fail_step=30"]
+    assert run_job(command(launcher, 2, mnist_h5, run_dir, crash), timeout=120,
+                   env=env).returncode != 0
+    job = run_job(command(launcher, 4, mnist_h5, run_dir, settings, resume="auto"),
+                  timeout=120, env=env)
+    assert job.returncode == 0, job.output
+    assert "saved by 2 rank(s)" in job.stderr
+    (step_a, a), (step_b, b) = final_arrays(run_dir), final_arrays(ref_dir)
+    assert step_a == step_b == 240
+    for name in a:
+        if name.startswith("params/"):
+            scale = np.abs(b[name]).max() or 1
+            assert np.abs(a[name] - b[name]).max() / scale < 2e-5, name
+
+
+def test_resume_rejects_a_corrupt_checkpoint_path(launcher, mnist_h5, tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5 at all")
+    job = run_job(command(None, 0, mnist_h5, tmp_path / "run", RUN, resume=str(bad)),
+                  timeout=60, env=job_environment(XDG_CACHE_HOME=str(tmp_path)))
+    assert job.returncode == 2
+    assert "bad.h5" in job.stderr and "Traceback" not in job.stderr

@@ -1,0 +1,175 @@
+"""Prometheus metrics: every rank serves its own registry on metrics.port + local rank.
+
+Not prometheus-client's multiprocess mode: that is for forked workers sharing a directory
+on one host, while MPI ranks span hosts. Each rank is its own target, labelled `rank`; step
+and epoch are values, never labels (a label per step would be a new series per step).
+docs/metrics.md lists every metric; deploy/ scrapes them, alerts on them and plots them.
+"""
+
+import logging
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+from mpinet.worker.cli import package_version
+
+from .push import push_summary
+
+log = logging.getLogger("mpinet.worker")
+
+PHASES = ("data", "forward", "backward", "allreduce", "optimizer")
+SPLITS = ("train", "test")
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+CHECKPOINT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The training metrics of one rank; a no-op holder when metrics.port is -1 (off).
+
+    The Pushgateway push at close() is independent of the port: a batch job that nobody
+    scrapes can still report its final summary.
+    """
+
+    def __init__(self, cfg, comm):
+        self.comm = comm
+        self.job = cfg.metrics.job
+        self.pushgateway = cfg.metrics.pushgateway
+        self.started = time.time()
+        self.enabled = cfg.metrics.port >= 0
+        self.port = None
+        self.server = None
+        if not self.enabled:
+            return
+        self.registry = CollectorRegistry()
+        self._define(cfg, comm)
+        port = cfg.metrics.port + comm.local_rank if cfg.metrics.port else 0
+        self.server = self._serve(cfg.metrics.host, port)
+
+    def _define(self, cfg, comm):
+        """Create every metric with this rank's constant labels (rank, job)."""
+        labels = {"rank": str(comm.rank), "job": cfg.metrics.job}
+        names, values = list(labels), list(labels.values())
+        r = self.registry
+
+        def one(kind, name, doc, **kw):  # a metric with this rank's labels only
+            return kind(name, doc, names, registry=r, **kw).labels(*values)
+
+        def per(kind, name, doc, label, keys, **kw):  # one child per value of a bounded label
+            metric = kind(name, doc, names + [label], registry=r, **kw)
+            return {key: metric.labels(*values, key) for key in keys}
+
+        self.loss = one(Gauge, "mpinet_train_loss", "Training loss of the last step")
+        self.accuracy = one(Gauge, "mpinet_train_accuracy",
+                            "Training accuracy since the last evaluation")
+        self.samples = one(Counter, "mpinet_train_samples",
+                           "Training samples processed by the job (global batch per step)")
+        self.steps = one(Counter, "mpinet_train_steps", "Optimizer steps completed")
+        self.phase = per(Histogram, "mpinet_step_phase_duration_seconds",
+                         "Time of one step's phases on this rank", "phase", PHASES,
+                         buckets=STEP_BUCKETS)
+        self.step_seconds = one(Histogram, "mpinet_step_duration_seconds",
+                                "Time of one whole training step on this rank",
+                                buckets=STEP_BUCKETS)
+        self.allreduce_bytes = one(Counter, "mpinet_allreduce_bytes",
+                                   "Bytes this rank passed to allreduce")
+        self.wait = one(Counter, "mpinet_collective_wait_seconds",
+                        "Seconds this rank spent inside collectives (the slow rank waits least)")
+        accuracy = per(Gauge, "mpinet_eval_accuracy", "Accuracy at the last evaluation",
+                       "split", SPLITS)
+        loss = per(Gauge, "mpinet_eval_loss", "Loss at the last evaluation", "split", SPLITS)
+        self.eval = {s: (accuracy[s], loss[s]) for s in SPLITS}
+        self.lr = one(Gauge, "mpinet_learning_rate", "Learning rate of the last step")
+        self.epoch = one(Gauge, "mpinet_epoch", "Current epoch (0-based)")
+        self.step = one(Gauge, "mpinet_step", "Optimizer steps completed")
+        self.world = one(Gauge, "mpinet_world_size", "Number of ranks in the job")
+        self.start = one(Gauge, "mpinet_start_timestamp_seconds",
+                         "Unix time this rank started training")
+        # Before the first step it holds the start time, so "no step for 10 minutes" also
+        # catches a job stuck before its first step.
+        self.last_step = one(Gauge, "mpinet_last_step_timestamp_seconds",
+                             "Unix time of the last completed step (liveness); the start before")
+        self.checkpoint_seconds = one(Histogram, "mpinet_checkpoint_duration_seconds",
+                                      "Time to write one checkpoint (rank 0 writes them)",
+                                      buckets=CHECKPOINT_BUCKETS)
+        self.last_checkpoint = one(Gauge, "mpinet_last_checkpoint_timestamp_seconds",
+                                   "Unix time of the last successful checkpoint; 0 = none yet")
+        info = Info("mpinet_run", "The run: version, model, optimizer, world size", names,
+                    registry=r)
+        info.labels(*values).info({"version": package_version(), "model": cfg.model.name,
+                                   "optimizer": cfg.optim.name,
+                                   "world_size": str(comm.world_size)})
+        self.world.set(comm.world_size)
+        self.start.set(self.started)
+        self.last_step.set(self.started)
+        self._seen_bytes, self._seen_wait = 0, 0.0
+
+    def _serve(self, host, port):
+        try:
+            server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            raise OSError(f"metrics: cannot serve on {host}:{port} ({e.strerror}); set "
+                          f"metrics.port to a free base port, 0 for any, or -1 for off") from None
+        self.port = server.server_port
+        # WARNING, not INFO: ranks other than 0 log at WARNING, and every port must be seen.
+        log.warning("metrics of rank %d on http://%s:%d/metrics", self.comm.rank, host,
+                    self.port)
+        return server
+
+    def observe_step(self, step, epoch, loss, samples, times, lr):
+        if not self.enabled:
+            return
+        self.loss.set(loss)
+        self.samples.inc(samples)
+        self.steps.inc()
+        for phase, seconds in times.items():
+            self.phase[phase].observe(seconds)
+        self.step_seconds.observe(sum(times.values()))
+        stats = self.comm.stats  # cumulative: add what is new since the last step
+        self.allreduce_bytes.inc(stats.allreduce_bytes - self._seen_bytes)
+        self.wait.inc(stats.wait_seconds - self._seen_wait)
+        self._seen_bytes, self._seen_wait = stats.allreduce_bytes, stats.wait_seconds
+        self.lr.set(lr)
+        self.epoch.set(epoch)
+        self.step.set(step)
+        self.last_step.set(time.time())
+
+    def observe_eval(self, row):
+        if not self.enabled:
+            return
+        self.accuracy.set(row["train_accuracy"])
+        for split in SPLITS:
+            acc, loss = self.eval[split]
+            acc.set(row[f"{split}_accuracy"])
+            loss.set(row[f"{split}_loss"])
+
+    def observe_checkpoint(self, seconds):
+        """A checkpoint was written successfully in `seconds` (call it where it was written)."""
+        if not self.enabled:
+            return
+        self.checkpoint_seconds.observe(seconds)
+        self.last_checkpoint.set(time.time())
+
+    def close(self, summary, run_dir=None):
+        """Stop serving; rank 0 pushes the summary when metrics.pushgateway is set.
+
+        The push is grouped by job and run id (the run directory's name), so runs of one
+        job do not overwrite each other. A failed push is a warning: the run itself is done.
+        """
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        if self.pushgateway and self.comm.is_root:
+            run_id = Path(run_dir).name if run_dir else time.strftime(
+                "%Y%m%d-%H%M%S", time.localtime(self.started))
+            try:
+                push_summary(self.pushgateway, self.job, run_id, summary)
+            except OSError as e:
+                log.warning("metrics: could not push the summary to %s (%s)", self.pushgateway,
+                            e)
+
+
+def metric_names(registry):
+    """Every sample name a registry exposes (with _total, _bucket, _count, _sum, _info)."""
+    return {sample.name for family in registry.collect() for sample in family.samples}
