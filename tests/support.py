@@ -84,7 +84,7 @@ def run_job(command, timeout=60, env=None, cwd=None):
 def stop_job(proc):
     """End a hung job. Hydra starts the ranks in sessions of their own, so killing the
     process group would miss them: SIGTERM mpiexec (it cleans up), then SIGKILL the rest."""
-    tree = _descendants(proc.pid)
+    tree = descendants(proc.pid)
     proc.terminate()
     try:
         return proc.communicate(timeout=5)
@@ -97,7 +97,7 @@ def stop_job(proc):
         return proc.communicate()
 
 
-def _descendants(pid):
+def descendants(pid):
     parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

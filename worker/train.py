@@ -1,10 +1,11 @@
 """`mpinet train`: the same command alone (local mode) and under `mpirun -n N`."""
 
 import logging
+import os
 import time
 from pathlib import Path
 
-from mpinet.cluster import abort_on_error, auto, fail_together
+from mpinet.cluster import abort_on_error, auto, fail_together, launched_by_mpi
 
 from .config import load_config, write_config
 from .log import setup_logging
@@ -33,6 +34,7 @@ def add_arguments(parser):
 
 
 def run(args):
+    check_launcher(os.environ)
     comm = auto()
     setup_logging(comm.rank, comm.world_size, args.log_all_ranks, json_lines=args.log_json)
     with abort_on_error(comm, user_errors=USER_ERRORS):
@@ -55,6 +57,15 @@ def run(args):
                      summary["final_test_accuracy"], summary["best_test_accuracy"],
                      summary["steps"], summary["wall_seconds"], run_dir)
     return 0
+
+
+def check_launcher(environ):
+    """srun without an MPI plugin starts N independent copies, each training alone."""
+    tasks = int(environ.get("SLURM_STEP_NUM_TASKS", "1") or 1)  # set by srun, not sbatch
+    if tasks > 1 and not launched_by_mpi(environ):
+        raise ValueError(f"Slurm started {tasks} tasks, but none is an MPI rank (no PMI "
+                         f"variables): use `srun --mpi=pmi2` (or pmix), or mpirun inside "
+                         f"the allocation")
 
 
 def make_run_dir(comm, requested, resuming=False):

@@ -9,7 +9,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from support import _descendants, job_environment, mpiexec, mpinet_command, run_job, stop_job
+from support import descendants, job_environment, mpiexec, mpinet_command, run_job, stop_job
 
 pytestmark = pytest.mark.mpi
 
@@ -89,7 +89,7 @@ def _preempt(launcher, n, mnist_h5, run_dir, settings, sig, env):
         while not (run_dir / "checkpoints" / "latest").exists():
             assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint came"
             time.sleep(0.05)
-        ranks = [p for p in _descendants(proc.pid) if _is_python(p)]
+        ranks = [p for p in descendants(proc.pid) if _is_python(p)]
         assert ranks, "no rank process found"
         started = time.monotonic()
         os.kill(ranks[-1], sig)  # one rank only: every rank must stop with it

@@ -59,3 +59,13 @@ def test_bad_files_are_named(tmp_path):
     bad.write_text("[train]\nepochs = 'three'\n")
     with pytest.raises(ValueError, match=r"'train.epochs' must be int, got 'three'"):
         load_config(bad)
+
+
+def test_srun_without_an_mpi_plugin_is_refused():
+    from mpinet.worker.train import check_launcher
+
+    with pytest.raises(ValueError, match=r"Slurm started 4 tasks, but none is an MPI rank"):
+        check_launcher({"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "1"})
+    check_launcher({"SLURM_STEP_NUM_TASKS": "4", "PMI_RANK": "1"})  # srun --mpi=pmi2
+    check_launcher({"SLURM_NTASKS": "4", "SLURM_PROCID": "0"})  # the batch script itself
+    check_launcher({})
