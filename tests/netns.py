@@ -1,0 +1,183 @@
+"""Hosts made of Linux network namespaces, for multi-host MPI tests on one machine.
+
+    with Hosts(3) as hosts:            # needs root and iproute2 (`ip`)
+        hosts.run("node0", [...])      # a command inside node0's namespace, hostname node0
+        hosts.link("node1", up=False)  # cut node1's cable (inside its namespace)
+
+Layout: one namespace per host (`mpinet<pid>h<i>`), each with loopback and one veth `eth0`
+(10.77.0.<i+1>/24), the other ends enslaved to a bridge in a namespace of its own
+(`mpinet<pid>br`). Names resolve through `/etc/netns/<ns>/hosts` (`ip netns exec` mounts it
+over /etc/hosts). Every command runs in a UTS namespace of its own with the host's name, so
+`gethostname()` differs per host as on real machines. Nothing is configured in the root
+namespace: no address, no route; the veths live only in our namespaces.
+
+The ssh stand-in (scripts/ssh_netns) reads MPINET_NETNS_HOSTS (`node0=ns,...`) and
+MPINET_NETNS_TIMEOUT from the environment that `hosts.environment()` returns.
+
+Cleanup (`close()`, also after a failure): kill every process left in each namespace
+(`ip netns pids`), delete the namespaces and /etc/netns/<ns>, and remove the MPICH shared
+memory files and Hydra temporary files that appeared during the run and no process maps.
+"""
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+SCRIPTS = Path(__file__).parent / "integration" / "scripts"
+STAND_IN = SCRIPTS / "ssh_netns"
+SUBNET = "10.77.0"
+LAUNCH_TIMEOUT = 120  # seconds: the ssh stand-in's outer limit on any command it runs
+
+
+def missing():
+    """Why the harness cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "MULTI-HOST TESTS SKIPPED: not root (network namespaces need CAP_SYS_ADMIN)"
+    for tool in ("ip", "unshare", "timeout"):
+        if shutil.which(tool) is None:
+            return (f"MULTI-HOST TESTS SKIPPED: `{tool}` is missing "
+                    f"(apt-get install -y iproute2 util-linux coreutils)")
+    return None
+
+
+def _ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30,
+                          check=check)
+
+
+class Hosts:
+    def __init__(self, count=3, tmp=None):
+        tag = f"mpinet{os.getpid()}"
+        self.names = [f"node{i}" for i in range(count)]
+        self.namespaces = {n: f"{tag}h{i}" for i, n in enumerate(self.names)}
+        self.addresses = {n: f"{SUBNET}.{i + 1}" for i, n in enumerate(self.names)}
+        self.bridge = f"{tag}br"
+        self.tmp = Path(tmp) if tmp else None
+        self._before = _leftovers()
+        self._made = []
+        self._etc_made = not Path("/etc/netns").exists()
+
+    # -- set-up and tear-down ---------------------------------------------------------
+    def __enter__(self):
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _build(self):
+        self._add_namespace(self.bridge)
+        _ip("-n", self.bridge, "link", "add", "br0", "type", "bridge")
+        _ip("-n", self.bridge, "link", "set", "br0", "up")
+        hosts_file = "127.0.0.1 localhost\n" + "".join(
+            f"{self.addresses[n]} {n}\n" for n in self.names)
+        for i, name in enumerate(self.names):
+            ns = self.namespaces[name]
+            self._add_namespace(ns)
+            _ip("link", "add", "eth0", "netns", ns, "type", "veth",
+                "peer", "name", f"port{i}", "netns", self.bridge)
+            _ip("-n", self.bridge, "link", "set", f"port{i}", "master", "br0")
+            _ip("-n", self.bridge, "link", "set", f"port{i}", "up")
+            _ip("-n", ns, "addr", "add", f"{self.addresses[name]}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+            etc = Path("/etc/netns") / ns
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "hosts").write_text(hosts_file)
+
+    def _add_namespace(self, ns):
+        _ip("netns", "add", ns)
+        self._made.append(ns)
+
+    def close(self):
+        for ns in reversed(self._made):
+            self.kill_all(ns)
+            _ip("netns", "del", ns, check=False)
+            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+        self._made = []
+        if self._etc_made:
+            try:
+                Path("/etc/netns").rmdir()  # only if we made it and it is empty
+            except OSError:
+                pass
+        for path in _leftovers() - self._before:
+            if not _in_use(path):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+
+    def kill_all(self, ns):
+        """SIGKILL every process whose network namespace is `ns` (they are all ours)."""
+        for _ in range(3):
+            found = _ip("netns", "pids", ns, check=False).stdout.split()
+            if not found:
+                return
+            for pid in found:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            time.sleep(0.2)
+
+    # -- using the hosts --------------------------------------------------------------
+    def command(self, host, argv):
+        """argv run on `host` (through the ssh stand-in, as Hydra does); needs the
+        environment from `environment()`."""
+        return [str(STAND_IN), host, shlex.join(map(str, argv))]
+
+    def environment(self, env, bind=()):
+        """env plus what the ssh stand-in needs; bind: (SRC with {host}, DST) pairs to
+        bind-mount on every host."""
+        return {**env, "MPINET_NETNS_HOSTS": ",".join(
+                    f"{n}={ns}" for n, ns in self.namespaces.items()),
+                "MPINET_NETNS_TIMEOUT": str(LAUNCH_TIMEOUT),
+                "MPINET_NETNS_BIND": ";".join(f"{src}={dst}" for src, dst in bind)}
+
+    def hostfile(self, path, slots):
+        """A Hydra hostfile: {"node0": 2, ...} -> path."""
+        Path(path).write_text("".join(f"{h}:{n}\n" for h, n in slots.items()))
+        return Path(path)
+
+    def link(self, host, up):
+        """Plug or cut the host's cable (its eth0, inside its namespace)."""
+        _ip("-n", self.namespaces[host], "link", "set", "eth0", "up" if up else "down")
+
+    def bytes_sent(self, host):
+        """Bytes sent through the host's eth0 so far."""
+        out = _ip("-n", self.namespaces[host], "-s", "-j", "link", "show", "eth0").stdout
+        return json.loads(out)[0]["stats64"]["tx"]["bytes"]
+
+
+def _leftovers():
+    """MPICH shared-memory segments and Hydra temporary files now present."""
+    found = set(Path("/dev/shm").glob("mpich_shm_*"))
+    for tmp in {Path("/tmp"), Path(os.environ.get("TMPDIR", "/tmp"))}:
+        found |= set(tmp.glob("hydra_*"))
+    return found
+
+
+def _in_use(path):
+    """Whether some live process has the file open or mapped (another job's segment)."""
+    target = str(path)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if target in (proc / "maps").read_text():
+                return True
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) == target:
+                    return True
+        except OSError:
+            continue
+    return False
