@@ -78,15 +78,20 @@ def _simple_cnn_plan(s):
     h = _conv_block(plan, 1, s, c, h, s["filters"], s["filter_size"], s["pad"], s["stride"])
     plan.append(("pool1", "pool", {"size": 2}))
     h //= 2
+    _classifier(plan, s, s["filters"] * h * h)
+    return plan
+
+
+def _classifier(plan, s, features):
+    """flatten - affine(hidden) - [bn] - relu - [dropout] - affine(classes): both CNNs' head."""
     plan.append(("flatten", "flatten", {}))
-    plan.append(("affine1", "affine", {"shape": (s["filters"] * h * h, s["hidden"])}))
+    plan.append(("affine1", "affine", {"shape": (features, s["hidden"])}))
     if s["batchnorm"]:
         plan.append(("bn1", "bn", {"size": s["hidden"]}))
     plan.append(("relu1", "relu", {}))
     if s["dropout"]:
         plan.append(("dropout1", "dropout", {"ratio": s["dropout"]}))
     plan.append(("affine2", "affine", {"shape": (s["hidden"], s["output_size"])}))
-    return plan
 
 
 def _deep_cnn_plan(s):
@@ -102,15 +107,8 @@ def _deep_cnn_plan(s):
         if i % 2 == 1:
             plan.append((f"pool{i // 2 + 1}", "pool", {"size": 2}))
             h //= 2
-    plan.append(("flatten", "flatten", {}))
-    plan.append(("affine1", "affine", {"shape": (f[5] * h * h, s["hidden"])}))
-    if s["batchnorm"]:
-        plan.append(("bn1", "bn", {"size": s["hidden"]}))
-    plan.append(("relu1", "relu", {}))
-    if s["dropout"]:
-        plan.append(("dropout1", "dropout", {"ratio": s["dropout"]}))
-    plan.append(("affine2", "affine", {"shape": (s["hidden"], s["output_size"])}))
-    if s["dropout"]:
+    _classifier(plan, s, f[5] * h * h)
+    if s["dropout"]:  # the book's DeepConvNet also drops out of the final scores
         plan.append(("dropout2", "dropout", {"ratio": s["dropout"]}))
     return plan
 

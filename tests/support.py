@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -112,3 +113,25 @@ def descendants(pid):
         found += children
         frontier = children
     return found
+
+
+def free_ports(count):
+    """A port p such that p .. p+count-1 are free on 127.0.0.1 now (best effort), or skip."""
+    import pytest
+
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count < 65535 and all(_free(base + i) for i in range(count)):
+            return base
+    pytest.skip("no run of free ports found")
+
+
+def _free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False

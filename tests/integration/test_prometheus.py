@@ -8,7 +8,6 @@ Every wait is bounded and every process is stopped, also when an assertion fails
 import dataclasses
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import urllib.request
 
 import pytest
 import yaml
-from support import REPO, job_environment, mpiexec, mpinet_command, run_job, stop_job
+from support import REPO, free_ports, job_environment, mpiexec, mpinet_command, run_job, stop_job
 
 from mpinet.worker.push import push_summary
 
@@ -31,26 +30,6 @@ def binary(name):
         pytest.skip(f"PROMETHEUS TESTS SKIPPED: `{name}` is not on PATH; install the Debian "
                     f"packages: apt-get install -y prometheus prometheus-pushgateway")
     return found
-
-
-def free_ports(count):
-    """`count` consecutive free ports on 127.0.0.1 (free now; best effort)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count < 65535 and all(_free(base + i) for i in range(count)):
-            return base
-    pytest.skip("no run of free ports found")
-
-
-def _free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def get(url, timeout=5):

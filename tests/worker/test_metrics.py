@@ -6,7 +6,7 @@ import time
 import urllib.request
 
 import pytest
-from support import job_environment, mpiexec, mpinet_command, stop_job
+from support import free_ports, job_environment, mpiexec, mpinet_command, stop_job
 
 from mpinet.cluster import local
 from mpinet.worker.config import load_config
@@ -63,32 +63,12 @@ def test_metrics_off_by_default():
     assert Metrics(load_config(), local()).port is None
 
 
-def _free_base_port(count):
-    """A port p such that p .. p+count-1 are free now (best effort)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count < 65535 and all(_free(base + i) for i in range(count)):
-            return base
-    pytest.skip("no run of free ports found")
-
-
-def _free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 @pytest.mark.mpi
 def test_every_rank_of_a_job_is_scraped(mnist_h5, tmp_path):
     launcher = mpiexec()
     if launcher is None:
         pytest.skip("MPI TESTS SKIPPED: no mpiexec")
-    base = _free_base_port(2)
+    base = free_ports(2)
     command = [launcher, "-n", "2", *mpinet_command(), "train", "--data", str(mnist_h5),
                "--run-dir", str(tmp_path / "run"), "--set", "model.name='mlp'",
                "--set", f"metrics.port={base}", "--set", "train.epochs=50"]
