@@ -14,73 +14,12 @@ L2 cache, and a following 2x2 max pooling and ReLU run inside the convolution, o
 """
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
+
+from .im2col import Scratch, conv_output_size, copy_windows, pad_maps, windows
+from .pooling import Pooling
 
 # im2col bytes per batch chunk; tuned on a 1 MB-L2 Xeon (see docs/speed.md)
 CHUNK_BYTES = 1 << 20
-
-
-def conv_output_size(size, filter_size, stride, pad):
-    return (size + 2 * pad - filter_size) // stride + 1
-
-
-def windows(x, FH, FW, stride):
-    """x (N, H, W, C), already padded -> read-only view (N, OH, OW, FH, FW, C) of its windows.
-
-    Made once per layer call and sliced per chunk: as_strided itself costs ~40 us a call.
-    """
-    N, H, W, C = x.shape
-    OH, OW = (H - FH) // stride + 1, (W - FW) // stride + 1
-    sN, sH, sW, sC = x.strides
-    return as_strided(x, (N, OH, OW, FH, FW, C), (sN, sH * stride, sW * stride, sH, sW, sC),
-                      writeable=False)
-
-
-def copy_windows(win, out):
-    """Copy a windows() view (..., FH, FW, C) into `out`: the im2col matrix (rows, FH*FW*C).
-
-    Rows follow the leading axes of `win` (N, OH, OW, or any reordering of a view of them).
-    """
-    *lead, FH, FW, C = win.shape
-    rows = int(np.prod(lead))
-    if C == 1:  # one channel: runs of FW values are too short; copy whole maps per offset
-        col_t = out.reshape(FH * FW, *lead)
-        for i in range(FH):
-            for j in range(FW):
-                col_t[i * FW + j] = win[..., i, j, 0]
-        return col_t.reshape(FH * FW, rows).T  # the same matrix, column-major
-    np.copyto(out.reshape(win.shape), win)
-    return out.reshape(rows, FH * FW * C)
-
-
-def im2col(x, FH, FW, stride, out=None):
-    """x (N, H, W, C), already padded -> (N*OH*OW, FH*FW*C), rows in NHWC output order."""
-    win = windows(x, FH, FW, stride)
-    return copy_windows(win, np.empty(win.shape, x.dtype) if out is None else out)
-
-
-class _Scratch:
-    """Reusable arrays keyed by name; the zero border of a padding buffer stays zero."""
-
-    def __init__(self):
-        self.arrays = {}
-
-    def get(self, key, shape, dtype, zero=False):
-        a = self.arrays.get(key)
-        if a is None or a.shape != shape or a.dtype != dtype:
-            a = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
-            self.arrays[key] = a
-        return a
-
-
-def _pad(x, p, scratch, key):
-    """Zero-pad H and W of an NHWC map by p into a reused buffer (border written once)."""
-    if p == 0:
-        return np.ascontiguousarray(x)
-    N, H, W, C = x.shape
-    xp = scratch.get(key, (N, H + 2 * p, W + 2 * p, C), x.dtype, zero=True)
-    xp[:, p:p + H, p:p + W, :] = x
-    return xp
 
 
 class Convolution:
@@ -100,7 +39,7 @@ class Convolution:
         self.W, self.b, self.dW, self.db = W, b, dW, db
         self.stride, self.pad, self.need_dx, self.name = stride, pad, need_dx, name
         self.pool, self.pooling, self.relu = pool, Pooling(2, 2, stride=2), relu
-        self.scratch = _Scratch()
+        self.scratch = Scratch()
 
     def forward(self, x, train=True):
         FN, C, FH, FW = self.W.shape
@@ -110,7 +49,7 @@ class Convolution:
         N, H, W, _ = x.shape
         OH = conv_output_size(H, FH, self.stride, self.pad)
         OW = conv_output_size(W, FW, self.stride, self.pad)
-        self.xp = _pad(x, self.pad, self.scratch, "xp")  # kept: backward re-copies its rows
+        self.xp = pad_maps(x, self.pad, self.scratch, "xp")  # kept: backward re-copies its rows
         self.x, self.x_shape, self.out_shape = x, x.shape, (N, OH, OW, FN)
         self.fused = self.pool and OH % 2 == 0 and OW % 2 == 0
         self.pool_apart = self.pool and not self.fused  # odd sizes: the Pooling layer's way
@@ -283,131 +222,3 @@ class Convolution:
 def _chunk(bytes_per_sample):
     """Samples per chunk so that one chunk of im2col rows stays in the L2 cache."""
     return max(1, CHUNK_BYTES // max(bytes_per_sample, 1))
-
-
-class Pooling:
-    """Max pooling of NHWC maps over pool_h x pool_w windows.
-
-    The maximum of each window is taken offset by offset (strided views, no im2col copy);
-    2x2 windows with stride 2 have a shorter path (after a convolution, the network fuses
-    them into it instead). backward routes each window's gradient to ONE maximum, the first
-    in row-major order as the book's argmax does: a plain equality mask would count ties
-    (common in MNIST) twice.
-    """
-
-    def __init__(self, pool_h, pool_w, stride=1, pad=0):
-        self.pool_h, self.pool_w, self.stride, self.pad = pool_h, pool_w, stride, pad
-        self.scratch = _Scratch()
-
-    def _windows(self, xp, OH, OW):
-        s = self.stride
-        for i in range(self.pool_h):
-            for j in range(self.pool_w):
-                yield (slice(None), slice(i, i + s * (OH - 1) + 1, s),
-                       slice(j, j + s * (OW - 1) + 1, s), slice(None))
-
-    def forward(self, x, train=True):
-        N, H, W, C = x.shape
-        self.fast = (self.pool_h, self.pool_w, self.stride, self.pad) == (2, 2, 2, 0) \
-            and H % 2 == 0 and W % 2 == 0
-        return self._forward_2x2(x) if self.fast else self._forward_windows(x)
-
-    def backward(self, dout):
-        return self._backward_2x2(dout) if self.fast else self._backward_windows(dout)
-
-    # -- the nets' 2x2 / stride 2 case: the four offsets as views, pairs compared once ------
-
-    def _forward_2x2(self, x):
-        N, H, W, C = x.shape
-        self.x6 = x.reshape(N, H // 2, 2, W // 2, 2, C)
-        a, b, c, d = (self.x6[:, :, i, :, j] for i in (0, 1) for j in (0, 1))
-        self.top, self.bottom = np.maximum(a, b), np.maximum(c, d)
-        return np.maximum(self.top, self.bottom)
-
-    def _backward_2x2(self, dout):
-        """The first maximum in row-major order: the top row wins ties, then the left column.
-
-        dout is split top/bottom, then left/right, by one comparison each; the second half is
-        the rest, dout - first half, exact because one of the two halves is zero.
-        """
-        dx = np.empty(self.x6.shape, dout.dtype)
-        dtop = dout * (self.top >= self.bottom)
-        for i, dhalf in ((0, dtop), (1, dout - dtop)):
-            left, right = self.x6[:, :, i, :, 0], self.x6[:, :, i, :, 1]
-            dleft = np.multiply(dhalf, left >= right, out=dx[:, :, i, :, 0])
-            np.subtract(dhalf, dleft, out=dx[:, :, i, :, 1])
-        N, OH, _, OW, _, C = dx.shape
-        return dx.reshape(N, 2 * OH, 2 * OW, C)
-
-    # -- any window, stride and padding ----------------------------------------------------
-
-    def _forward_windows(self, x):
-        N, H, W, C = x.shape
-        OH = conv_output_size(H, self.pool_h, self.stride, self.pad)
-        OW = conv_output_size(W, self.pool_w, self.stride, self.pad)
-        if self.pad:
-            xp = np.full((N, H + 2 * self.pad, W + 2 * self.pad, C), -np.inf, x.dtype)
-            xp[:, self.pad:self.pad + H, self.pad:self.pad + W, :] = x
-        else:
-            xp = x
-        out = None
-        for w in self._windows(xp, OH, OW):
-            out = xp[w].copy() if out is None else np.maximum(out, xp[w], out=out)
-        self.xp, self.out, self.x_shape = xp, out, x.shape
-        return out
-
-    def _backward_windows(self, dout):
-        N, H, W, C = self.x_shape
-        OH, OW = self.out.shape[1:3]
-        s, ph, pw = self.stride, self.pool_h, self.pool_w
-        disjoint = s >= max(ph, pw)  # each input pixel in at most one window: write, not add
-        covered = disjoint and s == ph == pw and (OH * s, OW * s) == self.xp.shape[1:3]
-        dxp = (np.empty if covered else np.zeros)(self.xp.shape, dout.dtype)
-        taken = np.zeros(self.out.shape, bool)
-        first = np.empty(self.out.shape, bool)
-        windows = list(self._windows(self.xp, OH, OW))
-        for k, w in enumerate(windows):
-            if k == len(windows) - 1:  # the last offset holds the max wherever no other did
-                np.logical_not(taken, out=first)
-            else:
-                np.equal(self.xp[w], self.out, out=first)
-                np.greater(first, taken, out=first)  # first & ~taken: later ties get nothing
-                taken |= first
-            if disjoint:
-                np.multiply(dout, first, out=dxp[w])
-            else:
-                dxp[w] += dout * first
-        p = self.pad
-        return dxp[:, p:p + H, p:p + W, :] if p else dxp
-
-
-class ToNHWC:
-    """The network's entry for CNNs: (N, C*H*W) or (N, C, H, W) in, NHWC maps out."""
-
-    def __init__(self, input_shape):
-        self.input_shape = tuple(input_shape)  # (C, H, W)
-
-    def forward(self, x, train=True):
-        C, H, W = self.input_shape
-        if x.size // max(x.shape[0], 1) != C * H * W:
-            raise ValueError(f"expected images of shape {self.input_shape} (or {C * H * W} "
-                             f"values per sample), got array of shape {x.shape}")
-        self.x_shape = x.shape
-        return np.ascontiguousarray(x.reshape(-1, C, H, W).transpose(0, 2, 3, 1))
-
-    def backward(self, dout):
-        if dout is None:  # the first convolution skipped its input gradient
-            return None
-        return dout.transpose(0, 3, 1, 2).reshape(self.x_shape)
-
-
-class Flatten:
-    """NHWC maps -> (N, C*H*W) rows in the book's (C, H, W) order, so Affine weights match."""
-
-    def forward(self, x, train=True):
-        self.x_shape = x.shape
-        return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
-
-    def backward(self, dout):
-        N, H, W, C = self.x_shape
-        return dout.reshape(N, C, H, W).transpose(0, 2, 3, 1)

@@ -5,7 +5,8 @@ Contracts kept throughout:
   (`Affine(W, b, dW, db)`); backward writes them with `[...] =`, never rebinds them;
 - backward never mutates `dout` (the book's Relu does);
 - a layer keeps the dtype of its input: a float32 network never computes in float64.
-Convolution and pooling live in conv.py.
+Convolution lives in conv.py, pooling in pooling.py; ToNHWC and Flatten, the two layout
+layers of the CNNs, are at the end of this file.
 """
 
 import numpy as np
@@ -216,3 +217,35 @@ class BatchNormalization:
         mean_dxn_xn = (sums[d:] / self.n).astype(dout.dtype)
         dx = (dxn - mean_dxn - self.xn * mean_dxn_xn) / self.std
         return dx.reshape(self.input_shape)
+
+
+class ToNHWC:
+    """The network's entry for CNNs: (N, C*H*W) or (N, C, H, W) in, NHWC maps out."""
+
+    def __init__(self, input_shape):
+        self.input_shape = tuple(input_shape)  # (C, H, W)
+
+    def forward(self, x, train=True):
+        C, H, W = self.input_shape
+        if x.size // max(x.shape[0], 1) != C * H * W:
+            raise ValueError(f"expected images of shape {self.input_shape} (or {C * H * W} "
+                             f"values per sample), got array of shape {x.shape}")
+        self.x_shape = x.shape
+        return np.ascontiguousarray(x.reshape(-1, C, H, W).transpose(0, 2, 3, 1))
+
+    def backward(self, dout):
+        if dout is None:  # the first convolution skipped its input gradient
+            return None
+        return dout.transpose(0, 3, 1, 2).reshape(self.x_shape)
+
+
+class Flatten:
+    """NHWC maps -> (N, C*H*W) rows in the book's (C, H, W) order, so Affine weights match."""
+
+    def forward(self, x, train=True):
+        self.x_shape = x.shape
+        return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        N, H, W, C = self.x_shape
+        return dout.reshape(N, C, H, W).transpose(0, 2, 3, 1)

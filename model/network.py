@@ -2,19 +2,22 @@
 
 import numpy as np
 
-from .conv import Convolution, Flatten, Pooling, ToNHWC
+from .conv import Convolution
 from .init import fill_normal_, init_std
 from .layers import (
     Affine,
     BatchNormalization,
     Dropout,
+    Flatten,
     IdentityWithLoss,
     Relu,
     Sigmoid,
     SoftmaxWithLoss,
     Tanh,
+    ToNHWC,
 )
 from .params import ParamBuffer
+from .pooling import Pooling
 
 SIMPLE_LAYERS = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh, "flatten": Flatten}
 

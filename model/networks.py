@@ -9,7 +9,7 @@ Every key defaults to the book's value. Building goes in three explicit steps:
 
 import numpy as np
 
-from .conv import conv_output_size
+from .im2col import conv_output_size
 from .network import Network
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")

@@ -3,20 +3,23 @@
 import numpy as np
 import pytest
 
-from mpinet.model.conv import Convolution, Flatten, Pooling, ToNHWC
+from mpinet.model.conv import Convolution
 from mpinet.model.gradient import numerical_gradient, relative_error
 from mpinet.model.layers import (
     AddLayer,
     Affine,
     BatchNormalization,
     Dropout,
+    Flatten,
     IdentityWithLoss,
     MulLayer,
     Relu,
     Sigmoid,
     SoftmaxWithLoss,
     Tanh,
+    ToNHWC,
 )
+from mpinet.model.pooling import Pooling
 
 RTOL, ATOL = 1e-4, 1e-5  # DeZero's tolerances for float64 central differences
 

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from mpinet.model import conv
-from mpinet.model.conv import Convolution, Pooling
+from mpinet.model import conv as conv_module
+from mpinet.model.conv import Convolution
+from mpinet.model.im2col import im2col
 from mpinet.model.layers import Relu
+from mpinet.model.pooling import Pooling
 
 
 def _tied_maps(rng, shape):
@@ -42,7 +44,7 @@ def test_convolution_in_batch_chunks_equals_one_chunk(stride, pad, rng, monkeypa
     W, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
     results = []
     for chunk_bytes in (1, 1 << 40):  # one sample per chunk, then the whole batch at once
-        monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(conv_module, "CHUNK_BYTES", chunk_bytes)
         layer = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), stride=stride, pad=pad)
         out = layer.forward(x)
         dx = layer.backward(np.cos(out))
@@ -56,7 +58,7 @@ def test_im2col_equals_the_definition(channels, rng):
     """One channel takes its own copy path (whole maps per filter offset)."""
     x = rng.standard_normal((2, 7, 6, channels)).astype(np.float32)
     for stride in (1, 2):
-        col = conv.im2col(x, 3, 2, stride)
+        col = im2col(x, 3, 2, stride)
         ref = np.lib.stride_tricks.sliding_window_view(x, (3, 2), axis=(1, 2))
         ref = ref[:, ::stride, ::stride].transpose(0, 1, 2, 4, 5, 3)  # (N, OH, OW, FH, FW, C)
         np.testing.assert_array_equal(col, ref.reshape(col.shape))
