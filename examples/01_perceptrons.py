@@ -6,11 +6,10 @@ Each gate is an mpinet Affine layer (x @ W + b) followed by the step function.
     python examples/01_perceptrons.py [--out DIR]
 """
 
-import argparse
 import itertools
 
 import numpy as np
-from common import plt, save
+from common import example_parser, plt, save
 
 from mpinet.model.functions import step_function
 from mpinet.model.layers import Affine
@@ -35,8 +34,7 @@ def xor(x):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples/out/01_perceptrons")
+    p = example_parser(__doc__, "01_perceptrons", data=False)
     p.add_argument("--quick", action="store_true", help="accepted for symmetry; already quick")
     args = p.parse_args(argv)
 

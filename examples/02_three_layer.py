@@ -6,10 +6,9 @@ Input [1.0, 0.5] gives [0.31682708, 0.69627909], as in the book.
     python examples/02_three_layer.py [--out DIR]
 """
 
-import argparse
 
 import numpy as np
-from common import plt, save
+from common import example_parser, plt, save
 
 from mpinet.model.functions import identity_function
 from mpinet.model.layers import Affine, Sigmoid
@@ -39,8 +38,7 @@ def forward(layers, x):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples/out/02_three_layer")
+    p = example_parser(__doc__, "02_three_layer", data=False)
     p.add_argument("--quick", action="store_true", help="accepted for symmetry; already quick")
     args = p.parse_args(argv)
 

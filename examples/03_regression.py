@@ -16,10 +16,9 @@ The loss is IdentityWithLoss (mean squared error), via build(..., loss="mse").
     python examples/03_regression.py [--steps N] [--out DIR]
 """
 
-import argparse
 
 import numpy as np
-from common import plt, save
+from common import example_parser, plt, save
 
 from mpinet.model import build
 from mpinet.model.optimizers import create
@@ -32,8 +31,7 @@ def target(x):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples/out/03_regression")
+    p = example_parser(__doc__, "03_regression", data=False)
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--quick", action="store_true", help="2000 steps")
     args = p.parse_args(argv)

@@ -10,10 +10,9 @@ the notes' pitfall. h = 1e-4 (the book's choice, and mpinet's) sits near the swe
     python examples/04_numerical_diff.py [--out DIR]
 """
 
-import argparse
 
 import numpy as np
-from common import plt, save
+from common import example_parser, plt, save
 
 from mpinet.model.gradient import numerical_gradient
 
@@ -33,8 +32,7 @@ def central_diff(x, h):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples/out/04_numerical_diff")
+    p = example_parser(__doc__, "04_numerical_diff", data=False)
     p.add_argument("--quick", action="store_true", help="accepted for symmetry; already quick")
     args = p.parse_args(argv)
 

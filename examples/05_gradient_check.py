@@ -14,10 +14,9 @@ round-off (1e-17 vs 1e-12): a relative error of noise. The absolute error shows 
     python examples/05_gradient_check.py [--out DIR]
 """
 
-import argparse
 
 import numpy as np
-from common import plt, save
+from common import example_parser, plt, save
 
 from mpinet.model import build
 from mpinet.model.gradient import numerical_gradient, relative_error
@@ -55,8 +54,7 @@ def check(spec, seed=0):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples/out/05_gradient_check")
+    p = example_parser(__doc__, "05_gradient_check", data=False)
     p.add_argument("--quick", action="store_true", help="accepted for symmetry; already quick")
     args = p.parse_args(argv)
 

@@ -8,10 +8,9 @@ whole flat parameter buffer in one vectorised step, as the distributed worker do
     python examples/06_optimizers.py [--steps 1000] [--train 60000] [--out DIR] [--data H5]
 """
 
-import argparse
 
 import numpy as np
-from common import load_mnist, plt, save, train
+from common import example_parser, load_mnist, plt, save, train
 
 from mpinet.model import build
 from mpinet.model.optimizers import create
@@ -25,9 +24,7 @@ def smooth(y, k=20):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples/out/06_optimizers")
-    p.add_argument("--data", help="an MNIST HDF5 file (default: prepared into examples/out)")
+    p = example_parser(__doc__, "06_optimizers")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--train", type=int, default=60000, help="training samples used")
     p.add_argument("--quick", action="store_true", help="30 steps on 500 samples")

@@ -11,10 +11,9 @@ mpinet MLP; each activation layer keeps its output in `.out`). What to look for:
     python examples/07_weight_init.py [--steps 2000] [--out DIR] [--data H5]
 """
 
-import argparse
 
 import numpy as np
-from common import load_mnist, plt, save, train
+from common import example_parser, load_mnist, plt, save, train
 
 from mpinet.model import build
 from mpinet.model.optimizers import create
@@ -54,9 +53,7 @@ def histograms(out):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples/out/07_weight_init")
-    p.add_argument("--data", help="an MNIST HDF5 file (default: prepared into examples/out)")
+    p = example_parser(__doc__, "07_weight_init")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--quick", action="store_true", help="30 training steps on 1000 samples")
     args = p.parse_args(argv)

@@ -9,19 +9,16 @@ last), it learns from a much wider range, and faster (RESULTS.md has the measure
     python examples/08_batchnorm.py [--epochs 20] [--scales 6] [--out DIR] [--data H5]
 """
 
-import argparse
 
 import numpy as np
-from common import load_mnist, plt, save, train
+from common import example_parser, load_mnist, plt, save, train
 
 from mpinet.model import build
 from mpinet.model.optimizers import create
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples/out/08_batchnorm")
-    p.add_argument("--data", help="an MNIST HDF5 file (default: prepared into examples/out)")
+    p = example_parser(__doc__, "08_batchnorm")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--scales", type=int, default=6, help="init stds from 1 down to 1e-4")
     p.add_argument("--quick", action="store_true", help="2 scales, 4 epochs")

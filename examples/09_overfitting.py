@@ -8,9 +8,8 @@ inverted) both narrow the gap between the curves. SGD lr 0.01, batch 100, as the
     python examples/09_overfitting.py [--epochs 200] [--out DIR] [--data H5]
 """
 
-import argparse
 
-from common import load_mnist, plt, save, train
+from common import example_parser, load_mnist, plt, save, train
 
 from mpinet.model import build
 from mpinet.model.optimizers import create
@@ -20,9 +19,7 @@ SETTINGS = {"plain": {}, "weight decay 0.1": {"weight_decay": 0.1},
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples/out/09_overfitting")
-    p.add_argument("--data", help="an MNIST HDF5 file (default: prepared into examples/out)")
+    p = example_parser(__doc__, "09_overfitting")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="20 epochs, 500 test samples")
     args = p.parse_args(argv)

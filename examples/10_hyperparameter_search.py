@@ -15,11 +15,10 @@ and not the test set, which must stay unseen while choosing hyper-parameters.
     python examples/10_hyperparameter_search.py          # one process: every trial in turn
 """
 
-import argparse
 
 import h5py
 import numpy as np
-from common import mnist_file, plt, save
+from common import example_parser, mnist_file, plt, save
 
 from mpinet.cluster import auto
 from mpinet.model import build
@@ -50,8 +49,7 @@ def load(path, n_train, n_val):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples/out/10_hyperparameter_search")
+    p = example_parser(__doc__, "10_hyperparameter_search", data=False)
     p.add_argument("--data", help="an MNIST HDF5 file with a /val split (prepare --val N)")
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--train", type=int, default=2000, help="training samples")

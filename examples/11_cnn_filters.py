@@ -5,9 +5,8 @@ blobs of one sign next to blobs of the other).
     python examples/11_cnn_filters.py [--steps 600] [--out DIR] [--data H5]
 """
 
-import argparse
 
-from common import load_mnist, plt, save, train
+from common import example_parser, load_mnist, plt, save, train
 
 from mpinet.model import build
 from mpinet.model.optimizers import create
@@ -24,9 +23,7 @@ def show(filters, title, out, name):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples/out/11_cnn_filters")
-    p.add_argument("--data", help="an MNIST HDF5 file (default: prepared into examples/out)")
+    p = example_parser(__doc__, "11_cnn_filters")
     p.add_argument("--steps", type=int, default=600, help="Adam steps of batch 100")
     p.add_argument("--quick", action="store_true", help="30 steps on 1000 samples")
     args = p.parse_args(argv)

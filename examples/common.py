@@ -3,6 +3,7 @@
 Kept small on purpose: each example should still read top to bottom on its own.
 """
 
+import argparse
 import os
 from pathlib import Path
 
@@ -16,6 +17,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from mpinet.data import prepare  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def example_parser(doc, name, data=True):
+    """The flags every example shares: --out for its figures, and --data for MNIST ones."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--out", default=f"examples/out/{name}")
+    if data:
+        p.add_argument("--data", help="an MNIST HDF5 file (default: prepared into examples/out)")
+    return p
 
 
 def data_source():
