@@ -11,6 +11,7 @@ without an MPI library, and local mode never initialises MPI.
 import os
 import pickle
 import sys
+import threading
 import time
 
 import numpy as np
@@ -23,6 +24,7 @@ from .stats import CommStats
 DEFAULT_TIMEOUT = 300.0
 
 ABORT_PAUSE_SECONDS = 0.1  # see Comm.abort
+ABORT_DEADLINE_SECONDS = 2.0
 
 # Variables that MPI launchers set in every process they start: Hydra (MPICH, Intel MPI) and
 # Slurm's PMI2 set PMI_*, PMIx launchers PMIX_RANK, Open MPI OMPI_*, MVAPICH MV2_*.
@@ -47,6 +49,7 @@ class Comm:
         self.rank = mpi_comm.Get_rank()
         self.world_size = mpi_comm.Get_size()
         self.is_root = self.rank == 0
+        self.library = mpi_library(MPI.Get_library_version())
         self.timeout = timeout
         self.step = None
         self.stats = CommStats()
@@ -161,6 +164,11 @@ class Comm:
         # Let the launcher forward what this rank just wrote: Hydra dropped the last lines
         # of the aborting rank in 1 of 100 jobs without this pause, in none of 300 with it.
         time.sleep(ABORT_PAUSE_SECONDS)
+        # Open MPI's Abort waits until its launcher has reached every host, which is never
+        # when a host is cut off: this process ends anyway, after ABORT_DEADLINE_SECONDS.
+        deadline = threading.Timer(ABORT_DEADLINE_SECONDS, os._exit, (code,))
+        deadline.daemon = True
+        deadline.start()
         self._MPI.COMM_WORLD.Abort(code)
         # MPICH's Abort returns once it has asked the launcher to kill the job; Python must
         # not go on meanwhile (print the traceback again, run atexit, enter MPI_Finalize).
@@ -191,6 +199,7 @@ class LocalComm:
     is_root = True
     local_rank = 0
     local_size = 1
+    library = "no MPI"
     timeout = None
 
     def __init__(self):
@@ -243,6 +252,13 @@ def world(timeout=DEFAULT_TIMEOUT):
 def local():
     """A `LocalComm`: one process, no MPI."""
     return LocalComm()
+
+
+def mpi_library(version):
+    """MPI_Get_library_version's text -> its name and version, e.g. "Open MPI v5.0.11" or
+    "MPICH Version: 5.0.2" (the logs say which MPI ran: mpinet works with either)."""
+    first = version.strip().splitlines()[0] if version.strip() else "unknown MPI"
+    return " ".join(first.split(",")[0].split())
 
 
 def launched_by_mpi(environ=None):

@@ -143,14 +143,22 @@ class Hosts:
                 "MPINET_NETNS_TIMEOUT": str(LAUNCH_TIMEOUT),
                 "MPINET_NETNS_BIND": ";".join(f"{src}={dst}" for src, dst in bind)}
 
-    def hostfile(self, path, slots):
-        """A Hydra hostfile: {"node0": 2, ...} -> path."""
-        Path(path).write_text("".join(f"{h}:{n}\n" for h, n in slots.items()))
+    def hostfile(self, path, slots, openmpi=False):
+        """A hostfile, {"node0": 2, ...} -> path: Hydra's `node0:2`, or Open MPI's
+        `node0 slots=2`."""
+        line = "{} slots={}\n" if openmpi else "{}:{}\n"
+        Path(path).write_text("".join(line.format(h, n) for h, n in slots.items()))
         return Path(path)
 
     def link(self, host, up):
         """Plug or cut the host's cable (its eth0, inside its namespace)."""
         _ip("-n", self.namespaces[host], "link", "set", "eth0", "up" if up else "down")
+
+    def tcp_retries(self, host, count):
+        """The host's net.ipv4.tcp_retries2 (per namespace; Linux's default 15 retransmits
+        an unanswered TCP segment for ~15 min, 3 gives up after ~6 s)."""
+        subprocess.run(["ip", "netns", "exec", self.namespaces[host], "sysctl", "-q", "-w",
+                        f"net.ipv4.tcp_retries2={count}"], check=True, timeout=30)
 
     def bytes_sent(self, host):
         """Bytes sent through the host's eth0 so far."""

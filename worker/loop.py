@@ -50,7 +50,8 @@ def train(cfg, comm, run_dir, resume=None):
     # -- setup ---------------------------------------------------------------------------
     threads = blas_threads_for(comm.local_size, cfg.train.blas_threads)
     blas = pin_blas_threads(threads)
-    log.info("%d rank(s), %d BLAS thread(s) each: %s", comm.world_size, threads, blas)
+    log.info("%d rank(s) (%s), %d BLAS thread(s) each: %s", comm.world_size, comm.library,
+             threads, blas)
     path = prepare_data(cfg, comm)
     data_id = fingerprint(path)
     batches, x_test, t_test = open_data(cfg, comm, path)

@@ -17,6 +17,17 @@ def test_local_comm_is_rank_0_of_1():
     assert (comm.rank, comm.world_size, comm.is_root) == (0, 1, True)
     assert (comm.local_rank, comm.local_size) == (0, 1)
     assert comm.timeout is None and comm.step is None
+    assert comm.library == "no MPI"
+
+
+@pytest.mark.parametrize("version, name", [
+    ("MPICH Version:      5.0.2\nMPICH Release date: Fri Sep 25 2026\n", "MPICH Version: 5.0.2"),
+    ("Open MPI v5.0.11, package: Open MPI user@host Distribution, ident: 5.0.11, repo rev: "
+     "v5.0.11, Oct 2026\x00", "Open MPI v5.0.11"),
+    ("", "unknown MPI"),
+])
+def test_the_mpi_library_is_named_by_its_first_words(version, name):
+    assert cluster.comm.mpi_library(version) == name
 
 
 @pytest.mark.parametrize("method", ["allreduce_sum_", "allreduce_mean_", "broadcast_"])

@@ -172,3 +172,57 @@ def test_the_dockerfile_installs_a_wheel_with_mpich_as_a_non_root_user():
     assert "pip wheel" in text and "[mpich]" in text
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
+
+
+FAKE_MPIRUN = """#!/bin/sh
+# mpirun stand-in: $FAKE writes (or not) the summary a real run would, and exits.
+while [ "$1" != "--run-dir" ]; do shift; done
+mkdir -p "$2"
+case "$FAKE" in
+    done) echo '{"preempted": false}' > "$2/summary.json"; exit 0 ;;
+    preempted) echo '{"preempted": true}' > "$2/summary.json"; exit 75 ;;
+    lost) exit 0 ;;
+esac
+"""
+FAKE_SCONTROL = """#!/bin/sh
+if [ "$1" = show ]; then echo node1; echo node2; else echo "scontrol $*" >> "$CALLS"; fi
+"""
+
+
+def run_sbatch(tmp_path, fake, run_dir):
+    """train.sbatch as Slurm would run it, with mpirun and scontrol stand-ins on PATH."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    for name, text in (("mpirun", FAKE_MPIRUN), ("scontrol", FAKE_SCONTROL)):
+        (stubs / name).write_text(text)
+        (stubs / name).chmod(0o755)
+    (tmp_path / "deploy").mkdir(exist_ok=True)
+    shutil.copy(DEPLOY / "targets.py", tmp_path / "deploy")  # the script runs from the repo
+    env = {"PATH": f"{stubs}:{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "FAKE": fake, "CALLS": str(tmp_path / "calls"), "RUN_DIR": str(run_dir),
+           "TARGETS_DIR": str(tmp_path / "targets"), "SLURM_JOB_NAME": "mpinet",
+           "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "node[1-2]",
+           "SLURM_NTASKS_PER_NODE": "2", "SLURM_NTASKS": "4"}
+    return subprocess.run(["bash", str(DEPLOY / "slurm" / "train.sbatch")], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("fake, code, requeued", [("done", 0, False), ("preempted", 75, True),
+                                                  ("lost", 1, False)])
+def test_the_slurm_script_trusts_the_summary_not_only_the_exit_code(tmp_path, fake, code,
+                                                                     requeued):
+    """"lost": Open MPI's mpirun exited 0 after a host was cut off (docs/multihost.md)."""
+    done = run_sbatch(tmp_path, fake, tmp_path / "run")
+    assert done.returncode == code, done.stdout + done.stderr
+    calls = tmp_path / "calls"
+    assert (calls.exists() and "requeue 42" in calls.read_text()) == requeued
+    assert ("did not finish" in done.stderr) == (fake == "lost")
+    assert not list((tmp_path / "targets").iterdir())  # its targets removed at the end
+
+
+def test_the_slurm_script_does_not_take_an_old_summary_for_its_own(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text('{"preempted": false}')  # a previous job's
+    done = run_sbatch(tmp_path, "lost", run_dir)
+    assert done.returncode == 1 and "did not finish" in done.stderr
