@@ -124,8 +124,7 @@ def train(cfg, comm, run_dir, resume=None):
             if cfg.train.check_every and step % cfg.train.check_every == 0:
                 assert_same_params(comm, net.buffer.data)  # dist: replica divergence
             row = None
-            if step % steps_per_epoch == 0 or step == total_steps or (
-                    cfg.train.eval_every and step % cfg.train.eval_every == 0):
+            if due(step, cfg.train.eval_every, steps_per_epoch, total_steps):
                 row = evaluate(net, comm, x_test, t_test, running)
                 row.update(epoch=round(step / steps_per_epoch, 4), step=step, lr=optimizer.lr,
                            samples_per_second=row.pop("train_samples") / train_seconds,
@@ -134,8 +133,7 @@ def train(cfg, comm, run_dir, resume=None):
                 history.append(row)
                 metrics.observe_eval(row)
             preempted = preemption.requested(comm)  # dist: a signal on any rank stops all
-            if preempted or step % steps_per_epoch == 0 or step == total_steps or (
-                    cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0):
+            if preempted or due(step, cfg.train.checkpoint_every, steps_per_epoch, total_steps):
                 seconds = save_checkpoint(cfg, comm, checkpoints, net, optimizer, step, running,
                                           data_meta, row and row["test_accuracy"])
                 if seconds is not None:  # rank 0 wrote it
@@ -157,6 +155,13 @@ def train(cfg, comm, run_dir, resume=None):
         write_plots(run_dir, net)
     metrics.close(summary, run_dir)
     return summary, net
+
+
+def due(step, every, steps_per_epoch, total_steps):
+    """Whether an evaluation or checkpoint falls after `step`: at each epoch's end, after the
+    last step, and every `every` steps (0: only the first two)."""
+    return (step % steps_per_epoch == 0 or step == total_steps
+            or bool(every and step % every == 0))
 
 
 def forward_backward(net, micro, k, acc, running):
