@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mpinet.model.optimizers import OPTIMIZERS, create
+from mpinet.model.optimizers import FLUSH_EVERY, OPTIMIZERS, create
 from mpinet.model.schedules import learning_rate
 
 P0, G = np.array([1.0, -2.0]), np.array([0.5, 0.25])
@@ -42,6 +42,31 @@ def test_flat_update_equals_per_tensor_update(name, rng):
         for opt, t, g in zip(per_tensor, tensors, grads, strict=True):
             opt.update(t, g)
     np.testing.assert_array_equal(flat, np.concatenate([t.ravel() for t in tensors]))
+
+
+DECAYING = {"momentum": ["v"], "nesterov": ["v"], "rmsprop": ["h"], "adam": ["m", "v"]}
+
+
+@pytest.mark.parametrize("name", sorted(DECAYING))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_state_of_zero_gradients_never_stays_denormal(name, dtype):
+    """Entry 0 starts just above the denormal range with gradient 0 from then on: its state
+    decays into that range; entry 1 keeps a gradient, and its state stays normal."""
+    tiny = np.finfo(dtype).tiny
+    opt = create(name, lr=0.01)
+    opt.load_state_dict({"iter": 0, **{k: np.array([1.1 * tiny, 0.1], dtype)
+                                       for k in DECAYING[name]}})
+    p, g = np.ones(2, dtype), np.array([0.0, 0.5], dtype)
+    seen = False
+    for _ in range(3 * FLUSH_EVERY):
+        opt.update(p, g)
+        state = [opt.state_dict()[k] for k in DECAYING[name]]
+        denormal = any(0 < abs(a[0]) < tiny for a in state)
+        seen |= denormal
+        if opt.iter % FLUSH_EVERY == 0:
+            assert not denormal, f"step {opt.iter}: a denormal state survived the flush"
+            assert all(abs(a[1]) > tiny for a in state)
+    assert seen, "the state never became denormal: the test shows nothing"
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
