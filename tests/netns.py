@@ -155,8 +155,8 @@ class Hosts:
         _ip("-n", self.namespaces[host], "link", "set", "eth0", "up" if up else "down")
 
     def tcp_retries(self, host, count):
-        """The host's net.ipv4.tcp_retries2 (per namespace; Linux's default 15 retransmits
-        an unanswered TCP segment for ~15 min, 3 gives up after ~6 s)."""
+        """The host's net.ipv4.tcp_retries2 (per namespace): how often TCP retransmits an
+        unanswered segment before giving up; Linux's default 15 takes ~15 min, 4 ~6 s."""
         subprocess.run(["ip", "netns", "exec", self.namespaces[host], "sysctl", "-q", "-w",
                         f"net.ipv4.tcp_retries2={count}"], check=True, timeout=30)
 
