@@ -2,9 +2,18 @@
 
 import numpy as np
 import pytest
-from support import shared_data_dir
+from support import mpi_leftovers, remove_leftovers, shared_data_dir
 
 from mpinet.data.prepare import prepare
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_mpi_leftovers():
+    """The jobs the tests kill on purpose leave shared memory and temporary files behind:
+    remove those of this session at its end (about 100 MB of /dev/shm per run otherwise)."""
+    before = mpi_leftovers()
+    yield
+    remove_leftovers(before)
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ The ssh stand-in (scripts/ssh_netns) reads MPINET_NETNS_HOSTS (`node0=ns,...`) a
 MPINET_NETNS_TIMEOUT from the environment that `hosts.environment()` returns.
 
 Cleanup (`close()`, also after a failure): kill every process left in each namespace
-(`ip netns pids`), delete the namespaces and /etc/netns/<ns>, and remove the MPICH shared
-memory files and Hydra temporary files that appeared during the run and no process maps.
+(`ip netns pids`), delete the namespaces and /etc/netns/<ns>, and remove the shared memory
+and temporary files of MPICH, Hydra and Open MPI that appeared during the run and no live
+process uses (support.remove_leftovers).
 """
 
 import json
@@ -27,6 +28,8 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+
+from support import mpi_leftovers, remove_leftovers
 
 SCRIPTS = Path(__file__).parent / "integration" / "scripts"
 STAND_IN = SCRIPTS / "ssh_netns"
@@ -58,7 +61,7 @@ class Hosts:
         self.addresses = {n: f"{SUBNET}.{i + 1}" for i, n in enumerate(self.names)}
         self.bridge = f"{tag}br"
         self.tmp = Path(tmp) if tmp else None
-        self._before = _leftovers()
+        self._before = mpi_leftovers()
         self._made = []
         self._etc_made = not Path("/etc/netns").exists()
 
@@ -109,12 +112,7 @@ class Hosts:
                 Path("/etc/netns").rmdir()  # only if we made it and it is empty
             except OSError:
                 pass
-        for path in _leftovers() - self._before:
-            if not _in_use(path):
-                try:
-                    path.unlink()
-                except OSError:
-                    pass
+        remove_leftovers(self._before)
 
     def kill_all(self, ns):
         """SIGKILL every process whose network namespace is `ns` (they are all ours)."""
@@ -164,28 +162,3 @@ class Hosts:
         """Bytes sent through the host's eth0 so far."""
         out = _ip("-n", self.namespaces[host], "-s", "-j", "link", "show", "eth0").stdout
         return json.loads(out)[0]["stats64"]["tx"]["bytes"]
-
-
-def _leftovers():
-    """MPICH shared-memory segments and Hydra temporary files now present."""
-    found = set(Path("/dev/shm").glob("mpich_shm_*"))
-    for tmp in {Path("/tmp"), Path(os.environ.get("TMPDIR", "/tmp"))}:
-        found |= set(tmp.glob("hydra_*"))
-    return found
-
-
-def _in_use(path):
-    """Whether some live process has the file open or mapped (another job's segment)."""
-    target = str(path)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if target in (proc / "maps").read_text():
-                return True
-            for fd in (proc / "fd").iterdir():
-                if os.readlink(fd) == target:
-                    return True
-        except OSError:
-            continue
-    return False

@@ -54,6 +54,47 @@ def openmpi_flags():
     return [*root, "--map-by", "slot:OVERSUBSCRIBE"]
 
 
+def mpi_leftovers():
+    """The files MPI jobs leave when they are killed, present now: MPICH's shared memory
+    segments and Hydra's temporary files, Open MPI's segments and PRRTE's session dirs."""
+    shm = Path("/dev/shm")
+    found = set(shm.glob("mpich_shm_*")) | set(shm.glob("sm_segment.*"))
+    for tmp in {Path("/tmp"), Path(os.environ.get("TMPDIR", "/tmp"))}:
+        for pattern in ("hydra_*", "prte.*", "prted.*", "ompi.*"):
+            found |= set(tmp.glob(pattern))
+    return found
+
+
+def remove_leftovers(before):
+    """Remove what mpi_leftovers() finds now and did not find in `before`, unless a live
+    process still uses it (maps it, has it open, or works in it: another job's)."""
+    used = _paths_in_use()
+    for path in mpi_leftovers() - before:
+        target = str(path)
+        if any(u == target or u.startswith(target + "/") for u in used):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _paths_in_use():
+    """Every path a live process maps, holds open or has as its working directory."""
+    used = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            used.update(line.split(None, 5)[5] for line in (proc / "maps").read_text()
+                        .splitlines() if len(line.split(None, 5)) == 6)
+            used.update(os.readlink(fd) for fd in (proc / "fd").iterdir())
+            used.add(os.readlink(proc / "cwd"))
+        except OSError:
+            continue
+    return used
+
+
 # Variables a launcher sets: if pytest itself runs under mpirun, they would confuse ours.
 LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL")
 
