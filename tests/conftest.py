@@ -10,7 +10,7 @@ from mpinet.data.prepare import prepare
 @pytest.fixture(scope="session", autouse=True)
 def no_mpi_leftovers():
     """The jobs the tests kill on purpose leave shared memory and temporary files behind:
-    remove those of this session at its end (about 100 MB of /dev/shm per run otherwise)."""
+    remove those of this session at its end (they had grown to 3.2 GB of /dev/shm here)."""
     before = mpi_leftovers()
     yield
     remove_leftovers(before)
