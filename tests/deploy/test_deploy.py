@@ -2,10 +2,12 @@
 mpinet really exports, the Kubernetes manifests, the Slurm script and targets.py."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -223,6 +225,8 @@ def test_the_slurm_script_trusts_the_summary_not_only_the_exit_code(tmp_path, fa
 def test_the_slurm_script_does_not_take_an_old_summary_for_its_own(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "summary.json").write_text('{"preempted": false}')  # a previous job's
+    old = run_dir / "summary.json"
+    old.write_text('{"preempted": false}')  # a previous job's, an hour ago
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
     done = run_sbatch(tmp_path, "lost", run_dir)
     assert done.returncode == 1 and "did not finish" in done.stderr
