@@ -155,8 +155,9 @@ class Hosts:
     def tcp_retries(self, host, count):
         """The host's net.ipv4.tcp_retries2 (per namespace): how often TCP retransmits an
         unanswered segment before giving up; Linux's default 15 takes ~15 min, 4 ~6 s."""
-        subprocess.run(["ip", "netns", "exec", self.namespaces[host], "sysctl", "-q", "-w",
-                        f"net.ipv4.tcp_retries2={count}"], check=True, timeout=30)
+        subprocess.run(["ip", "netns", "exec", self.namespaces[host], "sh", "-c",
+                        f"echo {int(count)} > /proc/sys/net/ipv4/tcp_retries2"], check=True,
+                       timeout=30)
 
     def bytes_sent(self, host):
         """Bytes sent through the host's eth0 so far."""
