@@ -1,5 +1,7 @@
 """Fixtures shared by every test folder; plain helpers live in support.py."""
 
+import os
+
 import numpy as np
 import pytest
 from support import mpi_leftovers, remove_leftovers, shared_data_dir
@@ -36,3 +38,13 @@ def mnist_h5(shared_data, tmp_path_factory):
     """The real MNIST prepared once per session (read-only for the tests)."""
     out = tmp_path_factory.mktemp("mnist") / "mnist.h5"
     return prepare("mnist", source=shared_data / "mnist", out=out)
+
+
+def pytest_report_header(config):
+    """Name the BLAS kernel in the header: tolerances must hold on every kernel."""
+    from threadpoolctl import threadpool_info
+
+    blas = [f"{i['internal_api']} {i.get('version')} kernel {i.get('architecture')}"
+            for i in threadpool_info() if i["user_api"] == "blas"]
+    chosen = os.environ.get("OPENBLAS_CORETYPE", "unset")
+    return f"BLAS: {', '.join(blas) or 'none found'} (OPENBLAS_CORETYPE={chosen})"

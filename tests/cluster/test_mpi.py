@@ -13,6 +13,7 @@ pytestmark = pytest.mark.mpi
 ABORT_BANNER = "application called MPI_Abort"
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("ranks, timeout", [(2, "none"), (2, "30"), (4, "30")])
 def test_every_collective_on_every_rank(mpirun, ranks, timeout):
     job = mpirun(ranks, "collectives.py", timeout)

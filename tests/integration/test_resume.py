@@ -9,9 +9,10 @@ import time
 import h5py
 import numpy as np
 import pytest
+from numerics import trajectory_tolerance
 from support import descendants, job_environment, mpiexec, mpinet_command, run_job, stop_job
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.numerics]
 
 RUN = ["model.name='mlp'", "model.hidden=[32]", "model.dropout=0.2", "train.batch_size=500",
        "train.epochs=2", "train.checkpoint_every=7", "train.keep_last=0", "optim.name='adam'"]
@@ -129,7 +130,9 @@ def test_a_signal_on_one_rank_checkpoints_and_exits_75(launcher, mnist_h5, tmp_p
 
 
 def test_resume_on_another_world_size_in_global_order(launcher, mnist_h5, tmp_path):
-    settings = [s for s in RUN if "dropout" not in s] + ["data.order='global'"]
+    # float64: another world size sums in another order (tests/numerics.py)
+    settings = [s for s in RUN if "dropout" not in s] + ["data.order='global'",
+                                                          "model.dtype='float64'"]
     env = job_environment(XDG_CACHE_HOME=str(tmp_path))
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     job = run_job(command(launcher, 2, mnist_h5, ref_dir, settings), timeout=120, env=env)
@@ -146,7 +149,7 @@ def test_resume_on_another_world_size_in_global_order(launcher, mnist_h5, tmp_pa
     for name in a:
         if name.startswith("params/"):
             scale = np.abs(b[name]).max() or 1
-            assert np.abs(a[name] - b[name]).max() / scale < 2e-5, name
+            assert np.abs(a[name] - b[name]).max() / scale < trajectory_tolerance(240), name
 
 
 def test_resume_rejects_a_corrupt_checkpoint_path(launcher, mnist_h5, tmp_path):

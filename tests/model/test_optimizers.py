@@ -27,6 +27,7 @@ def test_one_step_matches_the_hand_computation(name):
     np.testing.assert_allclose(p, EXPECTED[name], rtol=1e-9)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_flat_update_equals_per_tensor_update(name, rng):
     shapes = [(3, 4), (4,), (2, 3, 5)]
@@ -69,6 +70,7 @@ def test_state_of_zero_gradients_never_stays_denormal(name, dtype):
     assert seen, "the state never became denormal: the test shows nothing"
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_state_dict_round_trip_continues_identically(name, rng):
     p1 = rng.standard_normal(10).astype(np.float32)
