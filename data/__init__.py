@@ -7,12 +7,14 @@
     shards   which samples a rank owns                          shard_range, split_range
     batches  training batches and evaluation shares             TrainBatches, eval_share
     augment  random shifts and rotations (training only)
+    classes  the class names of each data set                  class_names
     prefetch the next batch prepared in a background thread
 
 No MPI here: ranks and world sizes come in as plain ints.
 """
 
 from .batches import TrainBatches, eval_share
+from .classes import class_names
 from .h5file import fingerprint, open_checked, validate
 from .idx import read_idx
 from .prepare import ensure_prepared, prepare
@@ -21,6 +23,7 @@ from .sources import fetch
 
 __all__ = [
     "TrainBatches",
+    "class_names",
     "ensure_prepared",
     "eval_share",
     "fetch",
