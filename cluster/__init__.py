@@ -14,10 +14,20 @@ from .checks import (
     fail_together,
 )
 from .comm import DEFAULT_TIMEOUT, Comm, CommStats, LocalComm, auto, launched_by_mpi, local, world
-from .errors import EXIT_FAILURE, EXIT_STALL, EXIT_USER_ERROR, AllRanksError
+from .errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    EXIT_STALL,
+    EXIT_USER_ERROR,
+    USER_ERRORS,
+    AllRanksError,
+)
 
 __all__ = [
-    "DEFAULT_TIMEOUT", "EXIT_FAILURE", "EXIT_STALL", "EXIT_USER_ERROR", "AllRanksError",
+    "DEFAULT_TIMEOUT", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PREEMPTED",
+    "EXIT_STALL", "EXIT_USER_ERROR", "USER_ERRORS", "AllRanksError",
     "Comm", "CommStats", "LocalComm", "abort_on_error", "assert_same", "assert_same_config",
     "assert_same_data", "assert_same_layout", "assert_same_params", "auto", "fail_together",
     "install_abort_handler", "launched_by_mpi", "local", "world",

@@ -19,27 +19,34 @@ What happens to an exception leaving the block:
     one of user_errors         one line, exit 2                 one line with rank, Abort(2)
     SystemExit(0 or None)      exits                            exits
     SystemExit(n)              exits n                          one line with rank, Abort(n)
-    KeyboardInterrupt          propagates                       one line with rank, Abort(130)
-    anything else              propagates (Python's traceback)  traceback with rank, Abort(1)
+    KeyboardInterrupt          one line, exit 130               one line with rank, Abort(130)
+    anything else (a bug)      propagates (traceback, exit 1)   traceback with rank, Abort(1)
+
+user_errors defaults to errors.USER_ERRORS, the one definition of what is the user's.
 
 `install_abort_handler(comm)` gives scripts the same through sys.excepthook, except that
 Python then exits with code 1 after an AllRanksError and never shows it a SystemExit.
 """
 
 import logging
+import os
 import sys
 from contextlib import contextmanager
 
 from .comm import LocalComm
-from .errors import EXIT_FAILURE, EXIT_USER_ERROR, AllRanksError
+from .errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    USER_ERRORS,
+    AllRanksError,
+)
 
 log = logging.getLogger("mpinet.cluster")
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
-
 
 @contextmanager
-def abort_on_error(comm, user_errors=()):
+def abort_on_error(comm, user_errors=USER_ERRORS):
     """Run the block; end the job as the table in this module's docstring says."""
     try:
         yield
@@ -50,7 +57,7 @@ def abort_on_error(comm, user_errors=()):
         raise SystemExit(code) from None
 
 
-def install_abort_handler(comm, user_errors=()):
+def install_abort_handler(comm, user_errors=USER_ERRORS):
     """Make an uncaught exception end the whole job (see abort_on_error), via sys.excepthook."""
 
     def hook(exc_type, error, traceback):
@@ -60,7 +67,7 @@ def install_abort_handler(comm, user_errors=()):
     sys.excepthook = hook
 
 
-def handle(comm, error, user_errors=()):
+def handle(comm, error, user_errors=USER_ERRORS):
     """Log `error` and abort the job under MPI; in the other cases return the exit code,
     or None to let the exception propagate."""
     if isinstance(error, AllRanksError):
@@ -70,17 +77,19 @@ def handle(comm, error, user_errors=()):
     if isinstance(error, SystemExit) and error.code in (0, None):
         return None
     local = isinstance(comm, LocalComm)
-    if isinstance(error, user_errors):
-        log.error("%s", error if local else f"{_who(comm)}: {error}")
+    if isinstance(error, user_errors) and not os.environ.get("MPINET_TRACEBACK"):
+        log.error("%s", _one_line(error) if local else f"{_who(comm)}: {_one_line(error)}")
         code = EXIT_USER_ERROR
-    elif local:
+    elif isinstance(error, KeyboardInterrupt):
+        code = EXIT_INTERRUPTED
+        log.error("%s", "interrupted: stopped at once, the last checkpoint is intact; run "
+                  "again with --resume auto" if local else f"{_who(comm)}: interrupted, "
+                  "aborting the job; the last checkpoint is intact")
+    elif local:  # a bug: Python prints its traceback and exits 1, as under MPI
         return None
     elif isinstance(error, SystemExit):
         code = error.code if isinstance(error.code, int) else EXIT_FAILURE
         log.error("%s: exit with code %s, aborting the job", _who(comm), error.code)
-    elif isinstance(error, KeyboardInterrupt):
-        code = EXIT_INTERRUPTED
-        log.error("%s: interrupted, aborting the job", _who(comm))
     else:
         code = EXIT_FAILURE
         log.error("%s: uncaught %s, aborting the job", _who(comm), type(error).__name__,
@@ -88,6 +97,10 @@ def handle(comm, error, user_errors=()):
     if local:
         return code
     comm.abort(code)  # never returns
+
+
+def _one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _who(comm):

@@ -78,6 +78,8 @@ def fail_together(comm, what, error=None):
     for rank, message in enumerate(gathered):
         if message is not None:
             failed.setdefault(message, []).append(rank)
+    if failed and len(gathered) == 1:  # alone: the message itself says it all
+        raise AllRanksError(next(iter(failed)))
     if failed:
         lines = [f"{format_ranks(ranks)}: {message}" for message, ranks in failed.items()]
         raise AllRanksError(f"{what} failed on " + "; ".join(lines))

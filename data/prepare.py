@@ -41,16 +41,36 @@ def prepare(dataset="mnist", source=None, out=None, force=False, val=0) -> Path:
     return _prepare(dataset, source, out, force, val)[0]
 
 
-def ensure_prepared(path=None, dataset="mnist", source=None) -> Path:
-    """Return `path` if it is a valid data file; prepare it first if it does not exist.
+def ensure_prepared(path=None, dataset="mnist", source=None):
+    """The data file to train on -> (path, how it came: "existing" or "prepared from <dir>").
 
-    `dataset` and `source` are only used to create a missing file.
+    Only the default cache file (path None or default_out(dataset)) is prepared when it is
+    missing: an explicit path that does not exist is an error, never a new file (a typo in
+    --data must not quietly prepare MNIST under the wrong name). Either way the file must
+    hold `dataset`.
     """
-    path = Path(path) if path else default_out(dataset)
-    if path.exists():
-        validate(path)
-        return path
-    return prepare(dataset, source, path)
+    default = default_out(dataset)
+    path = Path(path) if path else default
+    if not path.exists():
+        if path != default:
+            raise FileNotFoundError(
+                f"data file {path}: no such file; expected an HDF5 file made by `mpinet "
+                f"prepare`; run `mpinet prepare --dataset {dataset} --out {path}`, or leave "
+                f"data.path unset to use the cache ({default})")
+        path, _, where = _prepare(dataset, source, path, False, 0)
+        return path, f"prepared from {where}"
+    found = str(validate(path)["dataset"])
+    if found != dataset:
+        raise ValueError(f"data file {path}: holds {found}; expected {dataset} (data.dataset); "
+                         f"set data.dataset={found}, or pass a {dataset} file to --data")
+    return path, "existing"
+
+
+def describe(path):
+    """'mnist: 60000 train / 10000 test' (and '/ 5000 val'): what a data file holds."""
+    with open_checked(path) as f:
+        sizes = " / ".join(f"{len(f[name]['labels'])} {name}" for name in split_names(f))
+        return f"{f.attrs['dataset']}: {sizes}"
 
 
 def hold_out(images, labels, val):
@@ -64,7 +84,7 @@ def hold_out(images, labels, val):
 
 
 def _prepare(dataset, source, out, force, val):
-    """Do the work of prepare(); also say whether the file was "wrote" or "kept"."""
+    """Do the work of prepare() -> (path, "wrote" or "kept", where the IDX files were)."""
     check_dataset(dataset)
     if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < 0:
         raise ValueError(f"--val {val!r}: expected a whole number >= 0")
@@ -73,7 +93,7 @@ def _prepare(dataset, source, out, force, val):
         raise ValueError(f"--out {out} is a directory; name the file, e.g. {out / dataset}.h5")
     if out.exists() and not force:
         _check_existing(out, dataset, val)
-        return out, "kept"
+        return out, "kept", None
     files = fetch(dataset, source)
     splits = {"train": _read_pair(files, "train"), "test": _read_pair(files, "test")}
     if val:
@@ -81,7 +101,7 @@ def _prepare(dataset, source, out, force, val):
     attrs = {"dataset": dataset, "val_size": int(val), "val_seed": VAL_SEED}
     attrs.update({f"sha256_{key}": sha for key, sha in SHA256[dataset].items()})
     _write_atomically(out, splits, attrs)
-    return out, "wrote"
+    return out, "wrote", Path(files["train_images"]).parent
 
 
 def _read_pair(files, split):
@@ -146,7 +166,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    path, action = _prepare(args.dataset, args.source, args.out, args.force, args.val)
+    path, action, _ = _prepare(args.dataset, args.source, args.out, args.force, args.val)
     with open_checked(path) as f:
         sizes = ", ".join(f"{name} {len(f[name]['labels'])}" for name in split_names(f))
         dataset, fingerprint = f.attrs["dataset"], f.attrs["fingerprint"]

@@ -1,7 +1,7 @@
 """Networks built from a spec: the book's MultiLayerNetExtend, SimpleConvNet and DeepConvNet.
 
-A spec is a dict (the config's [model] section), e.g. {"name": "deep_cnn", "dropout": 0.0}.
-Every key defaults to the book's value. Building goes in three explicit steps:
+A spec is a dict (the config's [model] section), e.g. {"name": "deep_cnn", "dropout": 0.0};
+model/spec.py fills in the book's values and checks every key. Building goes in three steps:
 1. a *plan*: the ordered list of layers with their sizes (pure data, easy to print);
 2. one ParamBuffer for every trainable array of the plan (and one for BatchNorm state);
 3. the layers, each handed its views into the buffers.
@@ -11,41 +11,7 @@ import numpy as np
 
 from .im2col import conv_output_size
 from .network import Network
-
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
-
-COMMON = {"init": "he", "batchnorm": False, "dropout": 0.0, "weight_decay": 0.0,
-          "input_shape": [1, 28, 28], "output_size": 10}
-DEFAULTS = {
-    # MultiLayerNetExtend; the book's examples use 784-100-100-100-100-10 style nets.
-    "mlp": {**COMMON, "hidden": [100, 100, 100, 100], "activation": "relu", "loss": "softmax"},
-    # SimpleConvNet: conv(30, 5x5) - relu - pool - affine(100) - relu - affine(10), std 0.01.
-    "simple_cnn": {**COMMON, "init": 0.01, "filters": 30, "filter_size": 5, "pad": 0,
-                   "stride": 1, "hidden": 100},
-    # DeepConvNet of chapter 8: six 3x3 convs (conv4 padded by 2), dropout 0.5 after both affines.
-    "deep_cnn": {**COMMON, "filters": [16, 16, 32, 32, 64, 64], "hidden": 50, "dropout": 0.5},
-}
-
-
-def resolve_spec(spec):
-    """Fill in the book's defaults and reject unknown keys with the list of valid ones."""
-    spec = dict(spec)
-    name = spec.pop("name", "mlp")
-    if name not in DEFAULTS:
-        raise ValueError(f"model.name must be one of {sorted(DEFAULTS)}, got {name!r}")
-    unknown = sorted(set(spec) - set(DEFAULTS[name]))
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} for model '{name}'; "
-                         f"valid keys: {sorted(DEFAULTS[name])}")
-    full = {"name": name, **DEFAULTS[name], **spec}
-    if not 0 <= full["dropout"] < 1:
-        raise ValueError(f"model.dropout must be in [0, 1), got {full['dropout']}")
-    if full["weight_decay"] < 0:
-        raise ValueError(f"model.weight_decay must be >= 0, got {full['weight_decay']}")
-    if name == "mlp" and full["activation"] not in ACTIVATIONS:
-        raise ValueError(f"model.activation must be one of {sorted(ACTIVATIONS)}, "
-                         f"got {full['activation']!r}")
-    return full
+from .spec import resolve_spec
 
 
 def _mlp_plan(s):
@@ -97,8 +63,6 @@ def _classifier(plan, s, features):
 def _deep_cnn_plan(s):
     c, h, _ = s["input_shape"]
     f = s["filters"]
-    if len(f) != 6:
-        raise ValueError(f"model.filters for deep_cnn must list 6 filter counts, got {f}")
     plan = [("to_nhwc", "to_nhwc", {"input_shape": tuple(s["input_shape"])})]
     c_in = c
     for i in range(6):  # conv-conv-pool three times; the book pads conv4 by 2

@@ -83,6 +83,19 @@ class CheckpointDir:
         except OSError:  # unreadable: any new checkpoint is better than that
             return -1.0
 
+    def best_file(self):
+        """The kept checkpoint with the highest stored test accuracy, or None."""
+        best, best_accuracy = None, -1.0
+        for path in self.files():
+            try:
+                with h5py.File(path, "r", locking=False) as f:
+                    accuracy = float(f.attrs.get("test_accuracy", -1.0))
+            except OSError:
+                continue
+            if accuracy > best_accuracy:
+                best, best_accuracy = path, accuracy
+        return best
+
     def _prune(self):
         """Delete all but the newest keep_last files; never what a pointer names."""
         if self.keep_last == 0:
@@ -141,10 +154,9 @@ def find_resume(where, mode="auto"):
     searched as "auto" does.
     """
     if mode != "auto":
-        path = Path(mode)
-        if not path.is_dir():
-            return read(path)
-        where = path
+        where = mode
+    if not Path(where).is_dir():  # a file: that one, validated (errors raised)
+        return read(where)
     directory = Path(where)
     if (directory / "checkpoints").is_dir():
         directory = directory / "checkpoints"

@@ -9,10 +9,8 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-EXIT_USER_ERROR = 2
-
-# Exceptions that mean "the input was wrong", never "mpinet has a bug".
-USER_ERRORS = (ValueError, OSError, KeyError)
+# The one error policy (cluster/errors.py): what is the user's, and the exit codes.
+from mpinet.cluster import EXIT_INTERRUPTED, EXIT_USER_ERROR, USER_ERRORS
 
 
 def package_version():
@@ -58,8 +56,10 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
+        parser.print_usage(sys.stderr)
+        print("mpinet: error: no command given; expected one of "
+              f"{', '.join(SUBCOMMANDS)}; see mpinet --help", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         return args.run(args) or 0
     except USER_ERRORS as e:
@@ -67,11 +67,13 @@ def main(argv=None):
             raise
         print(f"mpinet {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # `train` handles its own Ctrl-C; the others just stop
+        print(f"mpinet {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _one_line(e):
-    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-    return " ".join(text.split()) or type(e).__name__
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Training configuration: one frozen dataclass per TOML section.
 
-Sources, later wins: the defaults below < `--config FILE.toml` < `--set section.key=value`.
-An unknown key or a value of the wrong type is a one-line error naming the key and listing
-the valid ones. Every rank resolves the same config; the worker compares a hash of it.
+Sources, later wins: the defaults below < (resuming: the run's own config) < `--config
+FILE.toml` < `--set section.key=value`. An unknown key, a value of the wrong type or out of
+range is a one-line error naming the key (model keys are checked by model/spec.py), before
+anything is written. Every rank resolves the same config; the worker compares a hash of it.
 """
 
 import ast
@@ -10,7 +11,10 @@ import dataclasses
 import hashlib
 import tomllib
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from pathlib import Path
+
+from mpinet.model.spec import resolve_spec
 
 
 @dataclass(frozen=True)
@@ -33,13 +37,20 @@ class ModelConfig:
     # He init for every model: the book's SimpleConvNet uses std 0.01, which trains the
     # default simple_cnn job to 98.1% in 3 epochs where He init reaches 98.8%.
     init: str | float | None = "he"
-    # The rest: None = the book's value for this model (see README, "Model spec keys").
+    # The rest: None = the book's value for this model (model/spec.py; README, "Model spec
+    # keys"). The resolved config (config.toml, --print-config) spells every one out.
     hidden: list | int | None = None
     activation: str | None = None
     batchnorm: bool | None = None
     dropout: float | None = None
     weight_decay: float | None = None
     filters: list | int | None = None
+    filter_size: int | None = None
+    pad: int | None = None
+    stride: int | None = None
+    loss: str | None = None
+    input_shape: list | None = None
+    output_size: int | None = None
     sync_bn: bool = False  # BatchNorm statistics of the global batch (allreduced)
 
 
@@ -72,9 +83,10 @@ class TrainConfig:
     check_every: int = 0  # compare a parameter checksum across ranks every N steps; 0 = off
     collective_timeout: float = 300.0  # seconds a collective may stall before the job aborts
     blas_threads: int = 0  # BLAS threads per rank; 0 = cores on this node / ranks on it
+    plots: bool = True  # draw loss, accuracy, confusion and misclassified PNGs at the end
     fail_rank: int = -1  # fault injection for tests: raise on this rank ...
     fail_step: int = -1  # ... at this step,
-    fail_kind: str = "raise"  # ... by raising an exception, or "kill": SIGKILL itself
+    fail_kind: str = "raise"  # ... by raising an exception; "kill": SIGKILL; "diverge": a nudge
 
 
 @dataclass(frozen=True)
@@ -100,12 +112,10 @@ CHOICES = {
     "data.dataset": ("mnist", "fashion-mnist"),
     "data.order": ("shard", "global"),
     "data.normalize": ("unit", "standard"),
-    "model.name": ("mlp", "simple_cnn", "deep_cnn"),
     "model.dtype": ("float32", "float64"),
-    "model.activation": ("relu", "sigmoid", "tanh", None),
     "optim.name": ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"),
     "optim.schedule": ("constant", "step", "cosine"),
-    "train.fail_kind": ("raise", "kill"),
+    "train.fail_kind": ("raise", "kill", "diverge"),
 }
 POSITIVE = ("optim.lr", "optim.accumulate", "optim.step_size", "train.epochs",
             "train.batch_size", "train.log_every", "train.collective_timeout")
@@ -115,29 +125,85 @@ NON_NEGATIVE = ("data.shift", "data.rotate", "optim.warmup_steps", "optim.clip_n
                 "train.blas_threads")
 
 
-def load_config(path=None, overrides=()):
-    """defaults < TOML file < `section.key=value` overrides -> a validated Config."""
+# Keys a resumed run may change (`--resume` with --config/--set on top of the run's own
+# config): how long it runs, how often it reports, where it finds its data file (the data's
+# fingerprint is checked anyway), metrics. Every other key alters the model, the data or
+# the optimizer state, and a resume refuses to change it.
+RESUMABLE = ("data.path", "data.source", "data.prefetch", "train.epochs", "train.max_steps",
+             "train.eval_every", "train.log_every", "train.checkpoint_every", "train.keep_last",
+             "train.keep_best", "train.check_every", "train.collective_timeout",
+             "train.blas_threads", "train.plots", "train.fail_rank", "train.fail_step",
+             "train.fail_kind", "metrics.port", "metrics.host", "metrics.job",
+             "metrics.pushgateway")
+# Fault injection is for one leg only: a resumed run does not inherit it.
+PER_LEG = ("train.fail_rank", "train.fail_step", "train.fail_kind")
+WHAT_CHANGES = {"data": "the data", "model": "the model", "optim": "the optimizer state",
+                "train": "the training sequence"}
+
+
+def load_config(path=None, overrides=(), base=None):
+    """defaults < `base` < TOML file < `section.key=value` overrides -> a validated Config.
+
+    base: (TOML text, its name) of a run's own config, when resuming; the file and the
+    overrides may then change only the RESUMABLE keys (a ValueError names any other).
+    """
     values = {name: {} for name in SECTIONS}
+    if base is not None:
+        text, name = base
+        _merge(values, _parse_toml(text, name), source=name)
+        for key in PER_LEG:
+            section, item = key.split(".")
+            values[section].pop(item, None)
+        start = _build(values)
     if path:
-        _merge(values, _read_toml(path), source=str(path))
+        _merge(values, _read_toml(path), source=f"config file {path}")
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or "." not in key:
-            raise ValueError(f"--set expects section.key=value, got {item!r}")
+            raise ValueError(f"--set {item}: not section.key=value; expected e.g. "
+                             f"--set train.epochs=5")
         section, name = key.strip().split(".", 1)
         _merge(values, {section: {name: _parse_value(text.strip())}}, source="--set")
-    return _build(values)
+    config = _build(values)
+    if base is not None:
+        _check_resumable(start, config, base[1])
+    return config
+
+
+def _check_resumable(before, after, name):
+    old, new = _flat(before), _flat(after)
+    for key in old:
+        if key not in RESUMABLE and old[key] != new[key]:
+            what = WHAT_CHANGES[key.split(".")[0]]
+            raise ValueError(f"config key {key}: {_toml_value(new[key])} on resume, the run "
+                             f"has {_toml_value(old[key])} ({name}); expected it unchanged: it "
+                             f"alters {what}; start a new run with another --run-dir")
+
+
+def _flat(config):
+    return {f"{section}.{key}": value for section, items in as_dict(config).items()
+            for key, value in items.items()}
 
 
 def _read_toml(path):
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            text = f.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
-        raise FileNotFoundError(f"config file {path} does not exist; pass an existing "
-                                f".toml file to --config") from None
+        raise FileNotFoundError(f"config file {path}: no such file; expected a .toml file; "
+                                f"pass an existing file to --config") from None
+    except OSError as e:
+        raise OSError(f"config file {path}: {e.strerror or e}; expected a readable .toml "
+                      f"file; check the path and its permissions") from None
+    return _parse_toml(text, f"config file {path}")
+
+
+def _parse_toml(text, name):
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"config file {path} is not valid TOML: {e}") from None
+        raise ValueError(f"{name}: not valid TOML ({e}); expected sections such as "
+                         f"[train] with key = value lines; fix the file") from None
 
 
 def _parse_value(text):
@@ -154,19 +220,37 @@ def _parse_value(text):
 def _merge(values, new, source):
     for section, items in new.items():
         if section not in SECTIONS:
-            raise ValueError(f"unknown config section [{section}] in {source}; "
-                             f"valid sections: {', '.join(SECTIONS)}")
+            raise ValueError(f"config section [{section}] ({source}): unknown; expected one "
+                             f"of {', '.join(SECTIONS)}{_did_you_mean(section, SECTIONS)}")
         if not isinstance(items, dict):
-            raise ValueError(f"config: [{section}] in {source} must be a table of keys")
+            raise ValueError(f"config section [{section}] ({source}): got a value; expected "
+                             f"a table of keys")
         valid = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
         for key, value in items.items():
             if key not in valid:
-                raise ValueError(f"unknown config key '{section}.{key}' in {source}; valid "
-                                 f"keys: {', '.join(f'{section}.{k}' for k in valid)}")
-            values[section][key] = _typed(f"{section}.{key}", value, valid[key].type)
+                keys = [f"{section}.{k}" for k in valid]
+                raise ValueError(f"config key {section}.{key} ({source}): unknown; expected "
+                                 f"one of {', '.join(keys)}"
+                                 f"{_did_you_mean(f'{section}.{key}', keys)}")
+            values[section][key] = _typed(f"{section}.{key}", value, valid[key].type, source)
 
 
-def _typed(key, value, annotation):
+# Names other tools use, so that a user coming from them is pointed at ours.
+SYNONYMS = {"learning_rate": "lr", "num_epochs": "epochs", "epoch": "epochs",
+            "batch": "batch_size", "steps": "max_steps", "optimizer": "name", "model": "name"}
+
+
+def _did_you_mean(name, valid):
+    """'; did you mean train.epochs?' for the nearest valid name (typos and synonyms)."""
+    section, _, key = name.rpartition(".")
+    prefix = f"{section}." if section else ""
+    keys = [v.removeprefix(prefix) for v in valid]
+    synonyms = {k: v for k, v in SYNONYMS.items() if v in keys}
+    near = get_close_matches(key, keys + list(synonyms), n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{synonyms.get(near[0], near[0])}?" if near else ""
+
+
+def _typed(key, value, annotation, source):
     """Check value against the field's annotation; ints are accepted where floats are."""
     allowed = getattr(annotation, "__args__", (annotation,))
     if value is None and type(None) in allowed:
@@ -180,8 +264,12 @@ def _typed(key, value, annotation):
         return float(value)
     elif isinstance(value, str | list) and type(value) in allowed:
         return value
-    names = " or ".join("null" if a is type(None) else a.__name__ for a in allowed)
-    raise ValueError(f"config key '{key}' must be {names}, got {value!r}")
+    names = " or ".join(TYPE_NAMES.get(a, a.__name__) for a in allowed)
+    raise ValueError(f"config key {key} ({source}): got {value!r}; expected {names}")
+
+
+TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+              list: "a list", type(None): "unset"}
 
 
 def _build(values):
@@ -192,22 +280,26 @@ def _build(values):
 
 
 def _validate(config):
-    flat = as_dict(config)
+    flat = _flat(config)
     for key, choices in CHOICES.items():
-        section, name = key.split(".")
-        if flat[section][name] not in choices:
+        if flat[key] not in choices:
             valid = ", ".join(repr(c) for c in choices if c is not None)
-            raise ValueError(f"config key '{key}' must be one of {valid}, "
-                             f"got {flat[section][name]!r}")
+            raise ValueError(f"config key {key}: got {flat[key]!r}; expected one of {valid}")
     for key in POSITIVE + NON_NEGATIVE:
-        section, name = key.split(".")
-        value = flat[section][name]
-        if value < 0 or (key in POSITIVE and value == 0):
+        if flat[key] < 0 or (key in POSITIVE and flat[key] == 0):
             bound = "> 0" if key in POSITIVE else ">= 0"
-            raise ValueError(f"config key '{key}' must be {bound}, got {value}")
+            raise ValueError(f"config key {key}: got {flat[key]}; expected a value {bound}")
     if config.metrics.port < -1 or config.metrics.port > 65535:
-        raise ValueError(f"config key 'metrics.port' must be -1 (off), 0 (any free port) or "
-                         f"a port number, got {config.metrics.port}")
+        raise ValueError(f"config key metrics.port: got {config.metrics.port}; expected -1 "
+                         f"(off), 0 (any free port) or a port number up to 65535")
+    try:
+        model_spec(config)
+    except ValueError as e:
+        raise ValueError(f"config key {e}") from None
+    if config.model.loss not in (None, "softmax"):
+        raise ValueError(f"config key model.loss: got {config.model.loss!r}; expected "
+                         f"'softmax': mpinet train classifies digits (mse is for regression "
+                         f"with the Python API)")
 
 
 def as_dict(config):
@@ -215,16 +307,23 @@ def as_dict(config):
 
 
 def model_spec(config):
-    """The [model] section as a spec for mpinet.model.build (None = the book's default)."""
+    """The [model] section as a full spec for mpinet.model.build: every key spelled out
+    with the book's value where the config leaves it unset (None)."""
     m = as_dict(config)["model"]
     skip = ("dtype", "sync_bn")
-    return {k: v for k, v in m.items() if v is not None and k not in skip}
+    return resolve_spec({k: v for k, v in m.items() if v is not None and k not in skip})
+
+
+def resolved(config):
+    """The config with every model key spelled out (what config.toml and --print-config show)."""
+    spec = model_spec(config)
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, **spec))
 
 
 def to_toml(config):
-    """The resolved config as TOML text (None values are left out: they mean 'default')."""
+    """The resolved config as TOML text (unset values are left out: they mean 'default')."""
     lines = []
-    for section, items in as_dict(config).items():
+    for section, items in as_dict(resolved(config)).items():
         lines.append(f"[{section}]")
         for key, value in items.items():
             if value is not None:
@@ -238,7 +337,7 @@ def _toml_value(value):
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)
 
@@ -248,6 +347,9 @@ def config_hash(config):
 
 
 def write_config(config, run_dir):
+    """RUN_DIR/config.toml, written through a temporary name (never half a file)."""
     path = Path(run_dir) / "config.toml"
-    path.write_text(to_toml(config))
+    tmp = path.with_name(".config.toml.tmp")
+    tmp.write_text(to_toml(config))
+    tmp.replace(path)
     return path

@@ -1,7 +1,9 @@
 """train(config, comm, run_dir): what every rank runs, top to bottom.
 
 Lines marked `# dist:` exist only because there are several ranks; with a LocalComm they
-are no-ops, and the rest is the book's training loop.
+are no-ops, and the rest is the book's training loop. Nothing is written to the run
+directory until the start has been accepted (data, model, metrics port, checkpoint): a
+start that fails leaves no run directory behind.
 """
 
 import logging
@@ -9,6 +11,7 @@ import math
 import os
 import signal
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,39 +23,56 @@ from mpinet.cluster import (
     assert_same_params,
     fail_together,
 )
-from mpinet.data import TrainBatches, ensure_prepared, eval_share, fingerprint
+from mpinet.data import fingerprint
 from mpinet.model import build
 from mpinet.model.optimizers import create
 from mpinet.model.schedules import learning_rate
 
 from .config import config_hash, model_spec
+from .files import written
 from .history import History, Progress
 from .metrics import Metrics
-from .plots import write_plots
 from .resume import (
-    EXIT_PREEMPTED,
+    Clock,
     Preemption,
-    load_checkpoint,
+    Resumed,
     make_checkpoint_dir,
+    restore_checkpoint,
     save_checkpoint,
 )
+from .start import commit, log_start, open_data, prepare_data
 from .threads import blas_threads_for, pin_blas_threads
 
 log = logging.getLogger("mpinet.worker")
 
 
-def train(cfg, comm, run_dir, resume=None):
-    """Train as `cfg` says -> (summary, net); rank 0 writes history.jsonl, summary.json.
+@dataclass
+class Schedule:
+    """How many steps the run has and the learning rate of each (a function of the step)."""
 
-    resume: None (a fresh run), "auto" (the newest valid checkpoint of run_dir, if any) or
-    a checkpoint path. summary["preempted"] is True when a signal stopped the run.
+    steps_per_epoch: int
+    total_steps: int
+    base_lr: float
+
+    def lr(self, cfg, step, total_steps=None):
+        o = cfg.optim
+        return learning_rate(step, self.base_lr, o.schedule, total_steps or self.total_steps,
+                             o.warmup_steps, o.step_size, o.gamma, o.min_lr)
+
+
+def train(cfg, comm, run_dir, ckpt=None):
+    """Train as `cfg` says -> (summary or None, net); rank 0 writes the run directory.
+
+    ckpt: the validated checkpoint to resume from (rank 0; None on the others, or for a
+    fresh start). summary is None when the resumed run was already complete (nothing is
+    written then); summary["exit_code"] says how the run ended (0, or a signal's code).
     """
-    # -- setup ---------------------------------------------------------------------------
+    # -- setup: nothing is written yet -----------------------------------------------------
     threads = blas_threads_for(comm.local_size, cfg.train.blas_threads)
     blas = pin_blas_threads(threads)
     log.info("%d rank(s) (%s), %d BLAS thread(s) each: %s", comm.world_size, comm.library,
              threads, blas)
-    path = prepare_data(cfg, comm)
+    path, how = prepare_data(cfg, comm)
     data_id = fingerprint(path)
     batches, x_test, t_test = open_data(cfg, comm, path)
     data_meta = {"data_fingerprint": data_id}
@@ -62,8 +82,7 @@ def train(cfg, comm, run_dir, resume=None):
                 dropout_seed=(cfg.train.seed, comm.rank),
                 bn_allreduce=comm.allreduce_sum_ if cfg.model.sync_bn else None)  # dist
     optimizer = create(cfg.optim.name, **optimizer_kwargs(cfg))
-    metrics = Metrics(cfg, comm)
-    checkpoints = make_checkpoint_dir(cfg, comm, run_dir)
+    metrics = start_metrics(cfg, comm)
     running = np.zeros(3)  # training loss sum, correct, samples since the last evaluation
 
     # -- make the replicas identical (dist) ------------------------------------------------
@@ -73,88 +92,128 @@ def train(cfg, comm, run_dir, resume=None):
     assert_same_layout(comm, net.buffer.layout())  # dist
     assert_same_config(comm, config_hash(cfg))  # dist
     assert_same_data(comm, data_id)  # dist
-    step = load_checkpoint(cfg, comm, run_dir, resume, net, optimizer, running,
-                           data_id) if resume else 0
+    resuming = comm.bcast_object(ckpt is not None, root=0)  # dist
+    resumed = (restore_checkpoint(cfg, comm, ckpt, net, optimizer, running, data_id)
+               if resuming else Resumed())
     assert_same_params(comm, net.buffer.data)  # dist
 
-    # -- derived quantities, logged once ------------------------------------------------
-    k = cfg.optim.accumulate
-    steps_per_epoch = batches.steps_per_epoch // k
-    total_steps = steps_per_epoch * cfg.train.epochs
-    if cfg.train.max_steps:
-        total_steps = min(total_steps, cfg.train.max_steps)
-    base_lr = cfg.optim.lr * (comm.world_size if cfg.optim.scale_lr else 1)
-    log.info("model %s (%d parameters, %s), optimizer %s, lr %g%s", cfg.model.name,
-             net.buffer.size, cfg.model.dtype, cfg.optim.name, base_lr,
-             " (scaled by world size)" if cfg.optim.scale_lr else "")
-    log.info("global batch %d = %d ranks x %d samples x %d micro-batch(es); %d steps/epoch, "
-             "%d steps in all; data order %s, %d samples per rank in memory",
-             cfg.train.batch_size, comm.world_size, batches.local_batch, k, steps_per_epoch,
-             total_steps, cfg.data.order, batches.samples_per_rank)
+    schedule = make_schedule(cfg, comm, batches)
+    step = resumed.step
+    if resuming and step >= schedule.total_steps:
+        log.info("run already complete at step %d (%s); raise %s to continue", step,
+                 *limit(cfg, schedule))
+        metrics.close(None)
+        return None, net
+
+    # -- the start is accepted: from here on, the run directory is written ----------------
+    checkpoints = make_checkpoint_dir(cfg, comm, run_dir)
+    history = commit(cfg, comm, run_dir, resumed, lambda: History(run_dir, step, resumed.source))
+    log_start(cfg, comm, net, path, how, batches, schedule, resumed, metrics)
+    world_sizes = resumed.world_sizes + [comm.world_size]
+    clock = Clock(resumed.elapsed_seconds, resumed.train_seconds)
 
     # -- train ------------------------------------------------------------------------------
-    history = History(run_dir if comm.is_root else None, after_step=step)
-    progress = Progress(total_steps, cfg.train.log_every, comm.is_root, done=step)
+    k = cfg.optim.accumulate
+    progress = Progress(schedule.total_steps, cfg.train.log_every, comm.is_root, done=step)
     preemption = Preemption()
     acc = np.zeros_like(net.buffer.grad) if k > 1 else None  # gradient accumulation
-    start, train_seconds, preempted = time.perf_counter(), 0.0, False
-    while step < total_steps and not preempted:
-        epoch, position = divmod(step, steps_per_epoch)
+    stop, row = None, None
+    while step < schedule.total_steps and stop is None:
+        epoch, position = divmod(step, schedule.steps_per_epoch)
         micro = batches.epoch(epoch, start_step=position * k)
-        for _ in range(min(steps_per_epoch - position, total_steps - step)):
+        for _ in range(min(schedule.steps_per_epoch - position, schedule.total_steps - step)):
             comm.step = step  # dist: named by the stall watchdog's message
             if step == cfg.train.fail_step and comm.rank == cfg.train.fail_rank:
-                inject_fault(cfg.train.fail_kind, step, comm.rank)
+                inject_fault(cfg.train.fail_kind, step, comm.rank, net)
             t0 = time.perf_counter()
             loss, times = forward_backward(net, micro, k, acc, running)
             ta = time.perf_counter()
             comm.allreduce_mean_(net.buffer.grad)  # dist: ONE message for every gradient
             to = time.perf_counter()
             check_and_clip(net.buffer.grad, cfg.optim.clip_norm, step)
-            optimizer.lr = learning_rate(step, base_lr, cfg.optim.schedule, total_steps,
-                                         cfg.optim.warmup_steps, cfg.optim.step_size,
-                                         cfg.optim.gamma, cfg.optim.min_lr)
+            optimizer.lr = schedule.lr(cfg, step)
             optimizer.update(net.buffer.data, net.buffer.grad)
             step += 1
             t1 = time.perf_counter()
             times.update(allreduce=to - ta, optimizer=t1 - to)
-            train_seconds += t1 - t0
-            metrics.observe_step(step, epoch, loss, cfg.train.batch_size, times, optimizer.lr)
-            progress.update(step, epoch, loss, t1 - t0, to - ta)
+            clock.train_seconds += t1 - t0
+            epochs = step / schedule.steps_per_epoch
+            metrics.observe_step(step, epochs, loss, cfg.train.batch_size, times, optimizer.lr)
+            logged = progress.update(step, epochs, loss, optimizer.lr, t1 - t0, to - ta)
+            if logged:
+                history.append_step(logged)
             if cfg.train.check_every and step % cfg.train.check_every == 0:
                 assert_same_params(comm, net.buffer.data)  # dist: replica divergence
             row = None
-            if due(step, cfg.train.eval_every, steps_per_epoch, total_steps):
+            if due(step, cfg.train.eval_every, schedule.steps_per_epoch, schedule.total_steps):
                 row = evaluate(net, comm, x_test, t_test, running)
-                row.update(epoch=round(step / steps_per_epoch, 4), step=step, lr=optimizer.lr,
-                           samples_per_second=row.pop("train_samples") / train_seconds,
-                           elapsed_seconds=time.perf_counter() - start)
-                running[:], train_seconds = 0, 0.0
+                row.update(epoch=round(epochs, 4), step=step, lr=optimizer.lr,
+                           samples_per_second=row.pop("train_samples") / clock.train_seconds,
+                           elapsed_seconds=clock.elapsed())
+                running[:], clock.train_seconds = 0, 0.0
                 history.append(row)
                 metrics.observe_eval(row)
-            preempted = preemption.requested(comm)  # dist: a signal on any rank stops all
-            if preempted or due(step, cfg.train.checkpoint_every, steps_per_epoch, total_steps):
-                seconds = save_checkpoint(cfg, comm, checkpoints, net, optimizer, step, running,
+            stop = preemption.requested(comm)  # dist: a signal on any rank stops all
+            if stop or due(step, cfg.train.checkpoint_every, schedule.steps_per_epoch,
+                           schedule.total_steps):
+                seconds = save_checkpoint(cfg, comm, checkpoints, net, optimizer, step,
+                                          schedule.total_steps, running, clock, world_sizes,
                                           data_meta, row and row["test_accuracy"])
                 if seconds is not None:  # rank 0 wrote it
                     metrics.observe_checkpoint(seconds)
-            if preempted:
-                log.warning("stopped by a signal after step %d; checkpoint saved, exit %d: "
-                            "run again with --resume auto", step, EXIT_PREEMPTED)
+            if stop:
+                log.warning("stopped by %s after step %d; checkpoint saved; run again with "
+                            "--resume auto", stop[0], step)
                 break
         micro.close()
     preemption.close()
     progress.close()
     log.info("final parameters sha256=%s", net.buffer.checksum())
     assert_same_params(comm, net.buffer.data)  # dist: the replicas ended identical
-    summary = history.summary(world_size=comm.world_size, steps=step,
-                              epochs=step / steps_per_epoch, preempted=preempted,
-                              wall_seconds=time.perf_counter() - start,
-                              params_sha256=net.buffer.checksum())
-    if comm.is_root and not preempted:
-        write_plots(run_dir, net)
+    if stop is None and cfg.train.plots:
+        draw_plots(cfg, comm, run_dir, net, path, x_test, t_test)
+    summary = history.summary(
+        model=cfg.model.name, dataset=cfg.data.dataset, data=str(path),
+        world_size=comm.world_size, world_sizes=world_sizes, steps=step,
+        total_steps=schedule.total_steps, epochs=step / schedule.steps_per_epoch,
+        complete=step >= schedule.total_steps, preempted=stop is not None,
+        stopped_by=stop and stop[0], exit_code=stop[1] if stop else 0,
+        final_checkpoint=checkpoints and str(checkpoints.latest()),
+        best_checkpoint=checkpoints and _str(checkpoints.best_file()),
+        wall_seconds=clock.elapsed(), params_sha256=net.buffer.checksum())
     metrics.close(summary, run_dir)
     return summary, net
+
+
+def _str(path):
+    return None if path is None else str(path)
+
+
+def make_schedule(cfg, comm, batches):
+    steps_per_epoch = batches.steps_per_epoch // cfg.optim.accumulate
+    total = steps_per_epoch * cfg.train.epochs
+    if cfg.train.max_steps:
+        total = min(total, cfg.train.max_steps)
+    base_lr = cfg.optim.lr * (comm.world_size if cfg.optim.scale_lr else 1)
+    return Schedule(steps_per_epoch, total, base_lr)
+
+
+def limit(cfg, schedule):
+    """(which setting ends the run, as 'key=value', the key to raise to continue)."""
+    if cfg.train.max_steps and schedule.total_steps == cfg.train.max_steps:
+        return f"train.max_steps={cfg.train.max_steps}", "train.max_steps"
+    return f"train.epochs={cfg.train.epochs}", "train.epochs"
+
+
+def start_metrics(cfg, comm):
+    """Every rank's metrics server; a busy port on any rank stops every rank, in one line."""
+    error, metrics = None, None
+    try:
+        metrics = Metrics(cfg, comm)
+    except OSError as e:
+        error = e
+    fail_together(comm, "starting the metrics server", error)  # dist
+    return metrics
 
 
 def due(step, every, steps_per_epoch, total_steps):
@@ -189,10 +248,14 @@ def forward_backward(net, micro, k, acc, running):
     return loss, times
 
 
-def inject_fault(kind, step, rank):
-    """Fault injection for tests: fail this rank at this step, as configured."""
+def inject_fault(kind, step, rank, net):
+    """Fault injection for tests: fail this rank at this step, as configured ("diverge":
+    nudge this replica's first parameter, for train.check_every to find)."""
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "diverge":
+        net.buffer.data[0] += 1
+        return
     raise RuntimeError(f"fault injection: train.fail_step={step} on rank {rank}")
 
 
@@ -235,45 +298,13 @@ def evaluate(net, comm, x_test, t_test, running):
             "test_samples": int(test_n), "train_samples": train_n}
 
 
-def prepare_data(cfg, comm):
-    """The HDF5 file: rank 0 prepares it when missing; every rank learns how that went."""
-    error, path = None, None
+def draw_plots(cfg, comm, run_dir, net, path, x_test, t_test):
+    """The plots of the finished run (rank 0)."""
+    from .plots import write_plots
+
     if comm.is_root:
-        try:
-            path = str(ensure_prepared(cfg.data.path or None, cfg.data.dataset,
-                                       cfg.data.source or None))
-        except (ValueError, OSError) as e:
-            error = e
-    fail_together(comm, "preparing the data", error)  # dist
-    return comm.bcast_object(path, root=0)  # dist
-
-
-def open_data(cfg, comm, path):
-    """This rank's training batches and test share (each rank reads its own part)."""
-    shape = "flat" if cfg.model.name == "mlp" else "image"
-    augment = {"shift": cfg.data.shift, "rotate": cfg.data.rotate} if cfg.data.augment else None
-    micro_batch = cfg.train.batch_size // cfg.optim.accumulate
-    error, result = None, None
-    try:
-        if micro_batch * cfg.optim.accumulate != cfg.train.batch_size:
-            raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by "
-                             f"optim.accumulate={cfg.optim.accumulate}")
-        batches = TrainBatches(path, global_batch=micro_batch, rank=comm.rank,
-                               world_size=comm.world_size, seed=cfg.train.seed,
-                               order=cfg.data.order, dtype=cfg.model.dtype, shape=shape,
-                               normalize=cfg.data.normalize, augment=augment,
-                               prefetch=cfg.data.prefetch)
-        if batches.steps_per_epoch < cfg.optim.accumulate:
-            raise ValueError(f"an epoch has {batches.steps_per_epoch} micro-batches, fewer "
-                             f"than optim.accumulate={cfg.optim.accumulate}")
-        x_test, t_test = eval_share(path, "test", comm.rank, comm.world_size,
-                                    dtype=cfg.model.dtype, shape=shape,
-                                    normalize=cfg.data.normalize)
-        result = batches, x_test, t_test
-    except (ValueError, OSError) as e:
-        error = e
-    fail_together(comm, "opening the data", error)  # dist
-    return result
+        with written(run_dir):
+            write_plots(run_dir, net)
 
 
 def optimizer_kwargs(cfg):

@@ -7,6 +7,7 @@ docs/metrics.md lists every metric; deploy/ scrapes them, alerts on them and plo
 """
 
 import logging
+import socket
 import time
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class Metrics:
         self.started = time.time()
         self.enabled = cfg.metrics.port >= 0
         self.port = None
+        self.url = None  # http://host:port/metrics once serving
         self.server = None
         if not self.enabled:
             return
@@ -55,13 +57,22 @@ class Metrics:
         def one(kind, name, doc, **kw):  # a metric with this rank's labels only
             return kind(name, doc, names, registry=r, **kw).labels(*values)
 
+        def unset(name, doc):  # a gauge absent from the scrape until it has a value
+            return Unset(Gauge(name, doc, names, registry=r), values)
+
         def per(kind, name, doc, label, keys, **kw):  # one child per value of a bounded label
             metric = kind(name, doc, names + [label], registry=r, **kw)
             return {key: metric.labels(*values, key) for key in keys}
 
-        self.loss = one(Gauge, "mpinet_train_loss", "Training loss of the last step")
-        self.accuracy = one(Gauge, "mpinet_train_accuracy",
-                            "Training accuracy since the last evaluation")
+        def per_unset(name, doc, label, keys):
+            metric = Gauge(name, doc, names + [label], registry=r)
+            return {key: Unset(metric, [*values, key]) for key in keys}
+
+        # Gauges without a value yet are absent, never 0.0: an alert on "accuracy < 0.9"
+        # must not fire before the first evaluation, nor "loss is NaN" before a step.
+        self.loss = unset("mpinet_train_loss", "Training loss of the last step")
+        self.accuracy = unset("mpinet_train_accuracy",
+                              "Training accuracy since the last evaluation")
         self.samples = one(Counter, "mpinet_train_samples",
                            "Training samples processed by the job (global batch per step)")
         self.steps = one(Counter, "mpinet_train_steps", "Optimizer steps completed")
@@ -75,12 +86,13 @@ class Metrics:
                                    "Bytes this rank passed to allreduce")
         self.wait = one(Counter, "mpinet_collective_wait_seconds",
                         "Seconds this rank spent inside collectives (the slow rank waits least)")
-        accuracy = per(Gauge, "mpinet_eval_accuracy", "Accuracy at the last evaluation",
-                       "split", SPLITS)
-        loss = per(Gauge, "mpinet_eval_loss", "Loss at the last evaluation", "split", SPLITS)
+        accuracy = per_unset("mpinet_eval_accuracy", "Accuracy at the last evaluation", "split",
+                             SPLITS)
+        loss = per_unset("mpinet_eval_loss", "Loss at the last evaluation", "split", SPLITS)
         self.eval = {s: (accuracy[s], loss[s]) for s in SPLITS}
-        self.lr = one(Gauge, "mpinet_learning_rate", "Learning rate of the last step")
-        self.epoch = one(Gauge, "mpinet_epoch", "Current epoch (0-based)")
+        self.lr = unset("mpinet_learning_rate", "Learning rate of the last step")
+        self.epoch = one(Gauge, "mpinet_epoch",
+                         "Completed epochs, a fraction: step / steps per epoch")
         self.step = one(Gauge, "mpinet_step", "Optimizer steps completed")
         self.world = one(Gauge, "mpinet_world_size", "Number of ranks in the job")
         self.start = one(Gauge, "mpinet_start_timestamp_seconds",
@@ -92,8 +104,8 @@ class Metrics:
         self.checkpoint_seconds = one(Histogram, "mpinet_checkpoint_duration_seconds",
                                       "Time to write one checkpoint (rank 0 writes them)",
                                       buckets=CHECKPOINT_BUCKETS)
-        self.last_checkpoint = one(Gauge, "mpinet_last_checkpoint_timestamp_seconds",
-                                   "Unix time of the last successful checkpoint; 0 = none yet")
+        self.last_checkpoint = unset("mpinet_last_checkpoint_timestamp_seconds",
+                                     "Unix time of the last successful checkpoint")
         info = Info("mpinet_run", "The run: version, model, optimizer, world size", names,
                     registry=r)
         info.labels(*values).info({"version": package_version(), "model": cfg.model.name,
@@ -111,9 +123,8 @@ class Metrics:
             raise OSError(f"metrics: cannot serve on {host}:{port} ({e.strerror}); set "
                           f"metrics.port to a free base port, 0 for any, or -1 for off") from None
         self.port = server.server_port
-        # WARNING, not INFO: ranks other than 0 log at WARNING, and every port must be seen.
-        log.warning("metrics of rank %d on http://%s:%d/metrics", self.comm.rank, host,
-                    self.port)
+        shown = socket.gethostname() if host in ("", "0.0.0.0", "::") else host
+        self.url = f"http://{shown}:{self.port}/metrics"  # rank 0 logs every rank's (INFO)
         return server
 
     def observe_step(self, step, epoch, loss, samples, times, lr):
@@ -151,7 +162,8 @@ class Metrics:
         self.last_checkpoint.set(time.time())
 
     def close(self, summary, run_dir=None):
-        """Stop serving; rank 0 pushes the summary when metrics.pushgateway is set.
+        """Stop serving; rank 0 pushes the summary when metrics.pushgateway is set (and there
+        is one: None for a resumed run that was already complete).
 
         The push is grouped by job and run id (the run directory's name), so runs of one
         job do not overwrite each other. A failed push is a warning: the run itself is done.
@@ -160,7 +172,7 @@ class Metrics:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
-        if self.pushgateway and self.comm.is_root:
+        if self.pushgateway and self.comm.is_root and summary is not None:
             run_id = Path(run_dir).name if run_dir else time.strftime(
                 "%Y%m%d-%H%M%S", time.localtime(self.started))
             try:
@@ -170,6 +182,22 @@ class Metrics:
                             e)
 
 
+class Unset:
+    """A labelled gauge whose sample appears only once it is set (prometheus-client makes a
+    child, with value 0, as soon as .labels() is called)."""
+
+    def __init__(self, metric, label_values):
+        self.metric, self.label_values, self.child = metric, label_values, None
+
+    def set(self, value):
+        if self.child is None:
+            self.child = self.metric.labels(*self.label_values)
+        self.child.set(value)
+
+
 def metric_names(registry):
     """Every sample name a registry exposes (with _total, _bucket, _count, _sum, _info)."""
-    return {sample.name for family in registry.collect() for sample in family.samples}
+    families = list(registry.collect())
+    # A gauge that has no value yet (Unset) has no sample, but it is exported all the same.
+    return ({sample.name for family in families for sample in family.samples}
+            | {family.name for family in families if family.type == "gauge"})

@@ -1,30 +1,137 @@
-"""Full-state checkpoints from the training loop: save, resume, and pre-emption.
+"""Full-state checkpoints from the training loop: what to resume, save, restore, pre-emption.
 
-Rank 0 writes (worker/checkpoints.py, model/checkpoint.py); every rank learns whether that
-worked. On resume rank 0 reads and validates, and the state is broadcast, so every replica
-restarts from the same bits: parameters, BatchNorm state, optimizer state, the step, and
-each rank's dropout stream (data order and learning rate are functions of the step).
+A resumed run is "the same command": `--resume auto|PATH` finds the checkpoint first (rank
+0 reads and validates it), the run's own config (stored in the checkpoint) is the base that
+--config/--set may change only where that is safe (worker/config.py, RESUMABLE), and nothing
+is written before all of that is accepted. On restore the state is broadcast, so every
+replica restarts from the same bits: parameters, BatchNorm state, optimizer state, the step,
+each rank's dropout stream (data order and learning rate are functions of the step), and
+the clocks and counts that summary.json adds up across legs.
 """
 
 import json
 import logging
 import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from mpinet.cluster import fail_together
+from mpinet.cluster import EXIT_INTERRUPTED, EXIT_PREEMPTED, fail_together
 from mpinet.model.checkpoint import restore, rng_state, set_rng_state
 
 from .checkpoints import CheckpointDir, find_resume
-from .config import to_toml
+from .config import load_config, to_toml
+from .files import written
 
 log = logging.getLogger("mpinet.worker")
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGUSR1; run again with --resume
+
+def resolve_start(args, overrides):
+    """Rank 0's part of starting: (config, run directory, checkpoint to resume or None).
+
+    --resume auto: the newest valid checkpoint of --run-dir (none yet: a fresh start from
+    the run's config.toml, if it has one); --resume PATH: that checkpoint file, pointer or
+    directory. Raises ValueError/OSError (one line) for anything the user must fix.
+    """
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    ckpt, base = None, None
+    if args.resume == "auto":
+        if run_dir is None:
+            raise ValueError("--resume auto: no --run-dir; expected the run directory to "
+                             "continue; pass --run-dir DIR (the same as the first time)")
+        ckpt = find_resume(run_dir) if run_dir.is_dir() else None
+        if ckpt is None and (run_dir / "config.toml").is_file():
+            base = ((run_dir / "config.toml").read_text(), f"{run_dir}/config.toml")
+    elif args.resume:
+        where = Path(args.resume)
+        if not where.exists():
+            raise FileNotFoundError(f"--resume {where}: no such file or directory; expected "
+                                    f"a checkpoint file, a run directory or its "
+                                    f"checkpoints/latest; check the path")
+        ckpt = find_resume(where)
+        if ckpt is None:
+            raise ValueError(f"--resume {where}: holds no checkpoint; expected ckpt-*.h5 "
+                             f"files; pass a run directory that has checkpoints/")
+    if ckpt is not None:
+        base = (ckpt.meta["config"], f"checkpoint {ckpt.path}")
+    if run_dir is None:
+        run_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    elif (run_dir / "history.jsonl").exists() and not args.resume:
+        raise ValueError(f"--run-dir {run_dir}: already holds a run (history.jsonl); expected "
+                         f"a new directory; continue it with --resume auto, or choose another")
+    return load_config(args.config, overrides, base=base), run_dir, ckpt
 
 
-def save_checkpoint(cfg, comm, checkpoints, net, optimizer, step, running, data_meta,
-                    test_accuracy=None):
+@dataclass
+class Resumed:
+    """What a checkpoint tells the loop beyond the arrays (all zero for a fresh start)."""
+
+    step: int = 0
+    total_steps: int = 0  # of the leg that saved it (0: unknown)
+    elapsed_seconds: float = 0.0  # wall time of the earlier legs
+    train_seconds: float = 0.0  # training time since the last evaluation
+    world_sizes: list = field(default_factory=list)  # of the earlier legs
+    source: Path | None = None  # the run directory the checkpoint came from
+
+
+def restore_checkpoint(cfg, comm, ckpt, net, optimizer, running, data_id):
+    """Every rank: restore rank 0's validated checkpoint `ckpt` (None elsewhere) -> Resumed."""
+    error = None
+    if comm.is_root:
+        try:
+            check_compatible(ckpt, cfg, data_id)
+        except ValueError as e:
+            error = e
+    fail_together(comm, "checking the checkpoint to resume from", error)  # dist
+    ckpt = comm.bcast_object(ckpt, root=0)  # dist: arrays and meta, validated on rank 0
+    restore(ckpt, net, optimizer)
+    meta = ckpt.meta
+    step = int(meta["step"])
+    resumed = Resumed(step, int(meta.get("total_steps", 0)),
+                      float(meta.get("elapsed_seconds", 0.0)),
+                      world_sizes=json.loads(meta.get("world_sizes", "[]"))
+                      or [int(meta["world_size"])],
+                      source=Path(ckpt.path).parent.parent)
+    if int(meta["world_size"]) == comm.world_size:
+        set_rng_state(net.dropout_rng, json.loads(meta["dropout_rngs"])[comm.rank])
+        running[:] = json.loads(meta["running"])[comm.rank]
+        resumed.train_seconds = float(meta.get("train_seconds", 0.0))
+    else:  # another world size: the replicated state carries over, per-rank streams cannot
+        fresh = np.random.default_rng((cfg.train.seed, comm.rank, step))
+        net.dropout_rng.bit_generator.state = fresh.bit_generator.state  # in place: layers hold it
+    log.info("resumed from %s at step %d (saved by %s rank(s))", ckpt.path, step,
+             meta["world_size"])
+    return resumed
+
+
+def check_compatible(ckpt, cfg, data_id):
+    """A checkpoint resumes only the same model on the same data."""
+    found = ckpt.meta.get("data_fingerprint")
+    if found != data_id:
+        raise ValueError(f"checkpoint {ckpt.path}: trained on data with fingerprint "
+                         f"{str(found)[:16]}; expected {data_id[:16]} (data.path "
+                         f"{cfg.data.path or 'the cache'}); pass the run's data file to --data")
+    if ckpt.dtype != cfg.model.dtype:
+        raise ValueError(f"checkpoint {ckpt.path}: holds {ckpt.dtype} parameters; expected "
+                         f"{cfg.model.dtype} (model.dtype); use the run's model.dtype")
+
+
+@dataclass
+class Clock:
+    """The wall and training time a run has spent, across legs (checkpointed)."""
+
+    elapsed_before: float = 0.0
+    train_seconds: float = 0.0  # since the last evaluation
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self):
+        return self.elapsed_before + time.perf_counter() - self.started
+
+
+def save_checkpoint(cfg, comm, checkpoints, net, optimizer, step, total_steps, running, clock,
+                    world_sizes, data_meta, test_accuracy=None):
     """Every rank calls this; rank 0 writes. Returns the save's duration (None elsewhere).
 
     data_meta: the data file's fingerprint, and its pixel statistics when the inputs are
@@ -37,9 +144,13 @@ def save_checkpoint(cfg, comm, checkpoints, net, optimizer, step, running, data_
     error, seconds = None, None
     if comm.is_root:
         meta = {"step": step, "world_size": comm.world_size, "config": to_toml(cfg),
-                "dropout_rngs": json.dumps(dropout), "running": json.dumps(sums), **data_meta}
+                "dropout_rngs": json.dumps(dropout), "running": json.dumps(sums),
+                "world_sizes": json.dumps(world_sizes), "total_steps": total_steps,
+                "train_seconds": clock.train_seconds, "elapsed_seconds": clock.elapsed(),
+                **data_meta}
         try:
-            checkpoints.save(net, optimizer, meta, test_accuracy=test_accuracy)
+            with written(checkpoints.dir / f"ckpt-{step:08d}.h5"):  # a full disk: one line
+                checkpoints.save(net, optimizer, meta, test_accuracy=test_accuracy)
             seconds = checkpoints.last_seconds
         except (OSError, ValueError) as e:
             error = e
@@ -47,69 +158,35 @@ def save_checkpoint(cfg, comm, checkpoints, net, optimizer, step, running, data_
     return seconds
 
 
-def load_checkpoint(cfg, comm, run_dir, mode, net, optimizer, running, data_id):
-    """Restore the newest valid checkpoint (mode "auto") or the file `mode`; -> its step.
-
-    Returns 0 when mode is "auto" and the run has no checkpoint yet (a fresh start).
-    """
-    error, ckpt = None, None
-    if comm.is_root:
-        try:
-            ckpt = find_resume(mode if mode != "auto" else run_dir, "auto")
-            if ckpt is None and mode != "auto":
-                raise ValueError(f"--resume {mode}: no valid checkpoint there")
-            if ckpt is not None:
-                check_compatible(ckpt, cfg, data_id)
-        except (OSError, ValueError) as e:
-            error = e
-    fail_together(comm, "reading the checkpoint to resume from", error)  # dist
-    ckpt = comm.bcast_object(ckpt, root=0)  # dist: arrays and meta, validated on rank 0
-    if ckpt is None:
-        log.info("--resume auto: no checkpoint in %s yet, starting from step 0", run_dir)
-        return 0
-    restore(ckpt, net, optimizer)
-    step = int(ckpt.meta["step"])
-    if int(ckpt.meta["world_size"]) == comm.world_size:
-        set_rng_state(net.dropout_rng, json.loads(ckpt.meta["dropout_rngs"])[comm.rank])
-        running[:] = json.loads(ckpt.meta["running"])[comm.rank]
-    else:  # another world size: the replicated state carries over, per-rank streams cannot
-        fresh = np.random.default_rng((cfg.train.seed, comm.rank, step))
-        net.dropout_rng.bit_generator.state = fresh.bit_generator.state  # in place: layers hold it
-    log.info("resumed from %s at step %d (saved by %s rank(s))", ckpt.path, step,
-             ckpt.meta["world_size"])
-    return step
-
-
-def check_compatible(ckpt, cfg, data_id):
-    """A checkpoint resumes only the same model on the same data."""
-    if ckpt.meta.get("data_fingerprint") != data_id:
-        raise ValueError(f"checkpoint {ckpt.path} was trained on another data file "
-                         f"(fingerprint {ckpt.meta.get('data_fingerprint')}, this one {data_id})")
-    if ckpt.dtype != cfg.model.dtype:
-        raise ValueError(f"checkpoint {ckpt.path} holds {ckpt.dtype} parameters, but "
-                         f"model.dtype is {cfg.model.dtype}")
-
-
 class Preemption:
-    """SIGTERM / SIGUSR1 on any rank -> every rank checkpoints at the next step boundary.
+    """SIGTERM / SIGUSR1 / SIGINT (Ctrl-C) on any rank -> every rank checkpoints at the next
+    step boundary; a second Ctrl-C stops at once (KeyboardInterrupt: one line, exit 130).
 
     The handler only sets a flag; `requested(comm)` sums the flags over the ranks (one tiny
-    allreduce per step), so all ranks decide together, at the same step.
+    allreduce per step), so all ranks decide together, at the same step. Under mpirun, Ctrl-C
+    reaches mpiexec, which forwards SIGINT to every rank.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+    REASONS = (("SIGTERM", EXIT_PREEMPTED), ("SIGUSR1", EXIT_PREEMPTED),
+               ("Ctrl-C", EXIT_INTERRUPTED))
 
     def __init__(self):
-        self.flag = np.zeros(1)
+        self.flags = np.zeros(len(self.SIGNALS))
         self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
     def _handle(self, signum, frame):
-        self.flag[0] = 1
+        i = self.SIGNALS.index(signum)
+        if signum == signal.SIGINT and self.flags[i]:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        self.flags[i] = 1
 
     def requested(self, comm):
-        flags = self.flag.copy()
+        """None, or (what stopped the run, its exit code), the same on every rank."""
+        flags = self.flags.copy()
         comm.allreduce_sum_(flags)  # dist
-        return bool(flags[0] > 0)
+        stops = [reason for reason, flag in zip(self.REASONS, flags, strict=True) if flag > 0]
+        return stops[-1] if stops else None  # Ctrl-C wins: the person at the terminal
 
     def close(self):
         for s, handler in self.previous.items():

@@ -2,18 +2,16 @@
 
 import logging
 import os
-import time
-from pathlib import Path
+import sys
 
-from mpinet.cluster import abort_on_error, auto, fail_together, launched_by_mpi
+from mpinet.cluster import AllRanksError, abort_on_error, auto, launched_by_mpi
 
-from .config import load_config, write_config
+from .config import to_toml
 from .log import setup_logging
 from .loop import train
-from .resume import EXIT_PREEMPTED
+from .resume import resolve_start
 
 HELP = "train the network, alone or as one rank of `mpirun -n N mpinet train`"
-USER_ERRORS = (ValueError, OSError)
 log = logging.getLogger("mpinet.worker")
 
 
@@ -23,10 +21,14 @@ def add_arguments(parser):
                         dest="overrides", help="override one config key (repeatable)")
     parser.add_argument("--data", metavar="FILE.h5", help="the HDF5 data file (= data.path)")
     parser.add_argument("--run-dir", metavar="DIR",
-                        help="where config, history and summary go (default runs/<time>)")
+                        help="where config, history, checkpoints and summary go "
+                             "(default runs/<time>)")
     parser.add_argument("--resume", metavar="auto|PATH",
-                        help="continue from the newest valid checkpoint of --run-dir (auto) "
-                             "or from this checkpoint file")
+                        help="continue from the newest valid checkpoint of --run-dir (auto), "
+                             "or from this checkpoint file, run directory or its "
+                             "checkpoints/latest; the run's own config is the base")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the fully resolved config (TOML) and exit")
     parser.add_argument("--log-all-ranks", action="store_true",
                         help="log INFO from every rank, not only rank 0")
     parser.add_argument("--log-json", action="store_true",
@@ -37,26 +39,42 @@ def run(args):
     check_launcher(os.environ)
     comm = auto()
     setup_logging(comm.rank, comm.world_size, args.log_all_ranks, json_lines=args.log_json)
-    with abort_on_error(comm, user_errors=USER_ERRORS):
+    with abort_on_error(comm):
         overrides = list(args.overrides) + ([f"data.path={args.data!r}"] if args.data else [])
-        cfg, error = None, None
-        try:
-            cfg = load_config(args.config, overrides)
-        except USER_ERRORS as e:
-            error = e
-        fail_together(comm, "reading the config", error)  # dist: every rank exits together
+        start, error = None, None
+        if comm.is_root:  # rank 0 reads the checkpoint (if any) and resolves the config
+            try:
+                start = resolve_start(args, overrides)
+            except (ValueError, OSError) as e:
+                error = e
+        # dist: every rank exits together; the message is the job's (same flags everywhere)
+        error = comm.bcast_object(error and " ".join(str(error).split()), root=0)
+        if error:
+            raise AllRanksError(error)
+        cfg, run_dir = comm.bcast_object(start[:2] if comm.is_root else None, root=0)  # dist
+        ckpt = start[2] if comm.is_root else None
+        if args.print_config:
+            if comm.is_root:
+                print_config(cfg)
+            return 0
         comm.timeout = cfg.train.collective_timeout
-        run_dir = make_run_dir(comm, args.run_dir, resuming=args.resume is not None)
-        if comm.is_root:
-            write_config(cfg, run_dir)
-        summary, _ = train(cfg, comm, run_dir, resume=args.resume)
-        if summary["preempted"]:
-            return EXIT_PREEMPTED
-        if comm.is_root:
-            log.info("done: test accuracy %.4f (best %.4f) after %d steps in %.1f s; %s",
-                     summary["final_test_accuracy"], summary["best_test_accuracy"],
-                     summary["steps"], summary["wall_seconds"], run_dir)
+        summary, _ = train(cfg, comm, run_dir, ckpt)
+        if summary is None or summary["exit_code"]:  # already complete, or stopped
+            return 0 if summary is None else summary["exit_code"]
+        log.info("done: test accuracy %.4f (best %.4f) after %d steps in %.1f s; %s",
+                 summary["final_test_accuracy"], summary["best_test_accuracy"],
+                 summary["steps"], summary["wall_seconds"], run_dir)
     return 0
+
+
+def print_config(cfg):
+    """The resolved config on stdout; the data file an empty data.path means, as a comment."""
+    from mpinet.data.prepare import default_out
+
+    text = to_toml(cfg)
+    if not cfg.data.path:
+        text = text.replace('path = ""', f'path = ""  # = {default_out(cfg.data.dataset)}', 1)
+    sys.stdout.write(text)
 
 
 def check_launcher(environ):
@@ -66,19 +84,3 @@ def check_launcher(environ):
         raise ValueError(f"Slurm started {tasks} tasks, but none is an MPI rank (no PMI "
                          f"variables): use `srun --mpi=pmi2` (or pmix), or mpirun inside "
                          f"the allocation")
-
-
-def make_run_dir(comm, requested, resuming=False):
-    """Rank 0 names and creates the run directory; every rank learns its name."""
-    error, path = None, None
-    if comm.is_root:
-        path = Path(requested) if requested else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            if (path / "history.jsonl").exists() and not resuming:
-                raise ValueError(f"run directory {path} already holds a run (history.jsonl); "
-                                 f"continue it with --resume auto, or choose another --run-dir")
-        except (ValueError, OSError) as e:
-            error = e
-    fail_together(comm, "creating the run directory", error)  # dist
-    return Path(comm.bcast_object(str(path), root=0))

@@ -132,12 +132,30 @@ def test_a_user_error_is_one_line_and_exit_2(caplog):
     assert [r.getMessage() for r in caplog.records] == ["data/mnist.h5 not found"]
 
 
-@pytest.mark.parametrize("error", [ValueError("bug"), KeyboardInterrupt(), SystemExit(5)])
+@pytest.mark.parametrize("error", [ValueError("bug"), KeyError("bug"), SystemExit(5)])
 def test_other_exceptions_propagate_untouched_in_local_mode(error, caplog):
     with pytest.raises(type(error)) as raised:
         with cluster.abort_on_error(LocalComm(), user_errors=(OSError,)):
             raise error
     assert raised.value is error and caplog.records == []
+
+
+def test_keyboard_interrupt_is_one_line_and_exit_130(caplog):
+    with pytest.raises(SystemExit) as exit_, caplog.at_level(logging.ERROR):
+        with cluster.abort_on_error(LocalComm()):
+            raise KeyboardInterrupt
+    assert exit_.value.code == cluster.EXIT_INTERRUPTED == 130
+    assert [r.getMessage() for r in caplog.records] == [
+        "interrupted: stopped at once, the last checkpoint is intact; run again with "
+        "--resume auto"]
+
+
+def test_a_key_error_is_a_bug_by_default():
+    """The one policy (cluster/errors.py): ValueError and OSError are the user's, not KeyError."""
+    assert cluster.USER_ERRORS == (ValueError, OSError)
+    with pytest.raises(KeyError):
+        with cluster.abort_on_error(LocalComm()):
+            raise KeyError("a bug")
 
 
 def test_a_clean_block_returns_normally():
@@ -147,7 +165,7 @@ def test_a_clean_block_returns_normally():
 
 
 def test_fail_together_in_local_mode():
+    """Alone, the message is the error's own: no 'failed on rank 0' around it."""
     cluster.fail_together(LocalComm(), "opening the data", None)
-    with pytest.raises(cluster.AllRanksError,
-                       match="^opening the data failed on rank 0: no such file$"):
+    with pytest.raises(cluster.AllRanksError, match="^no such file$"):
         cluster.fail_together(LocalComm(), "opening the data", OSError("no such file"))

@@ -2,12 +2,10 @@
 mpinet really exports, the Kubernetes manifests, the Slurm script and targets.py."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -181,8 +179,8 @@ FAKE_MPIRUN = """#!/bin/sh
 while [ "$1" != "--run-dir" ]; do shift; done
 mkdir -p "$2"
 case "$FAKE" in
-    done) echo '{"preempted": false}' > "$2/summary.json"; exit 0 ;;
-    preempted) echo '{"preempted": true}' > "$2/summary.json"; exit 75 ;;
+    done) echo '{"preempted": false, "complete": true}' > "$2/summary.json"; exit 0 ;;
+    preempted) echo '{"preempted": true, "complete": false}' > "$2/summary.json"; exit 75 ;;
     lost) exit 0 ;;
 esac
 """
@@ -222,11 +220,19 @@ def test_the_slurm_script_trusts_the_summary_not_only_the_exit_code(tmp_path, fa
     assert not list((tmp_path / "targets").iterdir())  # its targets removed at the end
 
 
-def test_the_slurm_script_does_not_take_an_old_summary_for_its_own(tmp_path):
+def test_the_slurm_script_does_not_take_a_pre_empted_summary_for_a_finished_run(tmp_path):
+    """A lost host after a pre-empted leg: mpirun exits 0, the summary is the old leg's."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    old = run_dir / "summary.json"
-    old.write_text('{"preempted": false}')  # a previous job's, an hour ago
-    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    (run_dir / "summary.json").write_text('{"preempted": true, "complete": false}')
     done = run_sbatch(tmp_path, "lost", run_dir)
     assert done.returncode == 1 and "did not finish" in done.stderr
+
+
+def test_the_slurm_script_accepts_a_run_that_was_already_complete(tmp_path):
+    """Resubmitted after it finished: mpinet says so, exits 0, rewrites nothing."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text('{"preempted": false, "complete": true}')
+    done = run_sbatch(tmp_path, "lost", run_dir)  # exits 0 and writes no summary
+    assert done.returncode == 0, done.stderr

@@ -1,5 +1,6 @@
 """Metrics: a real HTTP endpoint per rank, scraped while (and after) steps are observed."""
 
+import re
 import socket
 import subprocess
 import time
@@ -59,6 +60,26 @@ def test_a_busy_port_is_a_one_line_error():
             Metrics(cfg, local())
 
 
+def test_no_gauge_reads_zero_before_it_has_a_value():
+    """An alert such as "mpinet_eval_accuracy < 0.9" must not fire before any evaluation:
+    the gauges without a value are absent from the scrape, then appear once set."""
+    metrics = Metrics(load_config(None, ["metrics.port=0"]), local())
+    try:
+        before = scrape(metrics.port)
+        metrics.observe_eval({"train_accuracy": 0.5, "train_loss": 2.0, "test_accuracy": 0.6,
+                              "test_loss": 1.9})
+        after = scrape(metrics.port)
+    finally:
+        metrics.close({})
+    for name, labels in [("mpinet_eval_accuracy", {"split": "test"}),
+                         ("mpinet_eval_loss", {"split": "train"}), ("mpinet_train_loss", {}),
+                         ("mpinet_train_accuracy", {}), ("mpinet_learning_rate", {}),
+                         ("mpinet_last_checkpoint_timestamp_seconds", {})]:
+        assert value(before, name, **labels) is None, name
+    assert value(after, "mpinet_eval_accuracy", split="test") == 0.6
+    assert value(before, "mpinet_step") == 0 and value(before, "mpinet_epoch") == 0
+
+
 def test_metrics_off_by_default():
     assert Metrics(load_config(), local()).port is None
 
@@ -95,6 +116,14 @@ def test_every_rank_of_a_job_is_scraped(mnist_h5, tmp_path):
         for rank, (text, _) in seen.items():
             assert value(text, "mpinet_world_size", rank=str(rank)) == 2
             assert value(text, "mpinet_allreduce_bytes_total", rank=str(rank)) > 0
+            # One epoch convention: completed epochs, step / steps per epoch (600 here).
+            step = value(text, "mpinet_step", rank=str(rank))
+            assert value(text, "mpinet_epoch", rank=str(rank)) == pytest.approx(step / 600)
     finally:
-        stop_job(proc)
+        _, stderr = stop_job(proc)
     assert proc.returncode is not None
+    # Rank 0 logs every rank's URL at INFO (the other ranks log only warnings).
+    urls = re.search(r"INFO metrics: (.*)$", stderr, re.M)
+    assert urls, stderr
+    assert urls.group(1) == (f"http://127.0.0.1:{base}/metrics (rank 0), "
+                             f"http://127.0.0.1:{base + 1}/metrics (rank 1)")

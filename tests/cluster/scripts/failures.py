@@ -73,7 +73,7 @@ def main():
         sys.stdout.write(f"rank {comm.rank}: {type(comm).__name__}\n")
         return
     if mode == "excepthook":  # the sys.excepthook form, no context manager
-        cluster.install_abort_handler(comm)
+        cluster.install_abort_handler(comm, user_errors=())  # every exception: a bug
         train(comm, "raise")
         return
     with cluster.abort_on_error(comm, user_errors=(ValueError,) * (mode == "user-error")):

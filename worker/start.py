@@ -1,0 +1,122 @@
+"""The start of a training run: its data, the moment it commits to disk, what it logs.
+
+Everything before `commit` only reads (and prepares the cache's data file): a start that
+fails — a bad config, a missing data file, a busy port, a refused checkpoint — leaves no
+run directory behind. `commit` creates it, writes config.toml and the history files.
+"""
+
+import logging
+from pathlib import Path
+
+from mpinet.cluster import fail_together
+from mpinet.data import TrainBatches, eval_share
+from mpinet.data.h5file import open_checked
+from mpinet.data.prepare import describe, ensure_prepared
+
+from .config import write_config
+from .files import written
+
+log = logging.getLogger("mpinet.worker")
+
+
+def prepare_data(cfg, comm):
+    """(the HDF5 file, how it came): rank 0 checks it (and prepares the cache's file when
+    it is missing); every rank learns how that went."""
+    error, found = None, None
+    if comm.is_root:
+        try:
+            path, how = ensure_prepared(cfg.data.path or None, cfg.data.dataset,
+                                        cfg.data.source or None)
+            found = (str(path), how)
+        except (ValueError, OSError) as e:
+            error = e
+    fail_together(comm, "preparing the data", error)  # dist
+    return comm.bcast_object(found, root=0)  # dist
+
+
+def open_data(cfg, comm, path):
+    """This rank's training batches and test share (each rank reads its own part)."""
+    shape = "flat" if cfg.model.name == "mlp" else "image"
+    augment = {"shift": cfg.data.shift, "rotate": cfg.data.rotate} if cfg.data.augment else None
+    micro_batch = cfg.train.batch_size // cfg.optim.accumulate
+    error, result = None, None
+    try:
+        if micro_batch * cfg.optim.accumulate != cfg.train.batch_size:
+            raise ValueError(f"train.batch_size: {cfg.train.batch_size} does not divide by "
+                             f"optim.accumulate={cfg.optim.accumulate}; expected a multiple")
+        batches = TrainBatches(path, global_batch=micro_batch, rank=comm.rank,
+                               world_size=comm.world_size, seed=cfg.train.seed,
+                               order=cfg.data.order, dtype=cfg.model.dtype, shape=shape,
+                               normalize=cfg.data.normalize, augment=augment,
+                               prefetch=cfg.data.prefetch)
+        if batches.steps_per_epoch < cfg.optim.accumulate:
+            raise ValueError(f"optim.accumulate: {cfg.optim.accumulate} micro-batches per "
+                             f"step; expected at most the {batches.steps_per_epoch} of an epoch")
+        x_test, t_test = eval_share(path, "test", comm.rank, comm.world_size,
+                                    dtype=cfg.model.dtype, shape=shape,
+                                    normalize=cfg.data.normalize)
+        result = batches, x_test, t_test
+    except (ValueError, OSError) as e:
+        error = e
+    fail_together(comm, "opening the data", error)  # dist
+    return result
+
+
+def commit(cfg, comm, run_dir, resumed, make_history):
+    """Rank 0 creates the run directory and writes config.toml and the history files (after
+    the checkpoint was accepted: a refused resume writes nothing) -> History (every rank)."""
+    error, history = None, None
+    if comm.is_root:
+        try:
+            with written(run_dir):
+                Path(run_dir).mkdir(parents=True, exist_ok=True)
+            with written(Path(run_dir) / "config.toml"):
+                write_config(cfg, run_dir)
+            history = make_history()
+        except (ValueError, OSError) as e:
+            error = e
+    fail_together(comm, "creating the run directory", error)  # dist
+    if not comm.is_root:
+        from .history import History
+
+        history = History(None)
+    return history
+
+
+def log_start(cfg, comm, net, path, how, batches, schedule, resumed, metrics):
+    """What a person checks at the start: data, model, learning rate, batches, metrics."""
+    error, text = None, None
+    if comm.is_root:
+        try:
+            text = describe(path)
+        except (ValueError, OSError) as e:
+            error = e
+    fail_together(comm, "describing the data", error)  # dist
+    log.info("data %s (%s; %s)", path, text, how)
+    step = resumed.step
+    lr = schedule.lr(cfg, step)
+    log.info("model %s (%d parameters, %s), optimizer %s, base lr %g%s, lr %.3g at step %d "
+             "(%s schedule)", cfg.model.name, net.buffer.size, cfg.model.dtype, cfg.optim.name,
+             schedule.base_lr, " (scaled by world size)" if cfg.optim.scale_lr else "", lr,
+             step, cfg.optim.schedule)
+    before = resumed.total_steps
+    if before and before != schedule.total_steps:
+        old = schedule.lr(cfg, step, total_steps=before)
+        change = (f"the {cfg.optim.schedule} schedule is recomputed over the new length: lr "
+                  f"at step {step} {old:.3g} -> {lr:.3g}" if old != lr
+                  else f"the {cfg.optim.schedule} schedule does not depend on the length")
+        log.info("run length %d -> %d steps; %s", before, schedule.total_steps, change)
+    log.info("global batch %d = %d ranks x %d samples x %d micro-batch(es); %d steps/epoch, "
+             "%d steps in all; data order %s, %d samples per rank in memory",
+             cfg.train.batch_size, comm.world_size, batches.local_batch, cfg.optim.accumulate,
+             schedule.steps_per_epoch, schedule.total_steps, cfg.data.order,
+             batches.samples_per_rank)
+    urls = comm.gather_object(metrics.url, root=0)  # dist
+    if comm.is_root and any(urls):
+        log.info("metrics: %s", ", ".join(f"{u} (rank {r})" for r, u in enumerate(urls)))
+
+
+def read_test_images(path):
+    """The test split's images as stored (uint8, n x 28 x 28): for the plots, on rank 0."""
+    with open_checked(path) as f:
+        return f["test"]["images"][:]
