@@ -65,6 +65,9 @@ def _problem(name, key, value):
         return None if _number(value) and 0 <= value < 1 else "a rate in [0, 1)"
     if key == "weight_decay":
         return None if _number(value) and value >= 0 else "a number >= 0"
+    if key == "input_shape" and name == "mlp":  # flattened: any shape, e.g. [2] or [784]
+        ok = _ints(value, minimum=1) and len(value) >= 1
+        return None if ok else "a list of whole numbers >= 1, e.g. [1, 28, 28] or [2]"
     if key == "input_shape":
         ok = _ints(value, minimum=1) and len(value) == 3
         return None if ok else "[channels, height, width], whole numbers >= 1"
