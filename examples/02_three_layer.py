@@ -10,6 +10,7 @@ Input [1.0, 0.5] gives [0.31682708, 0.69627909], as in the book.
 import numpy as np
 from common import example_parser, plt, save
 
+from mpinet.model import limit_threads
 from mpinet.model.functions import identity_function
 from mpinet.model.layers import Affine, Sigmoid
 
@@ -39,8 +40,11 @@ def forward(layers, x):
 
 def main(argv=None):
     p = example_parser(__doc__, "02_three_layer", data=False)
-    p.add_argument("--quick", action="store_true", help="accepted for symmetry; already quick")
+    p.add_argument("--quick", action="store_true",
+                   help="accepted for symmetry with the other examples; this one is already "
+                        "quick (default: off)")
     args = p.parse_args(argv)
+    limit_threads(args.threads, default=1)
 
     layers = init_network()
     y = forward(layers, np.array([[1.0, 0.5]]))[0]
@@ -50,7 +54,7 @@ def main(argv=None):
     g = np.linspace(-3, 3, 61)
     x1, x2 = np.meshgrid(g, g)
     grid = forward(layers, np.stack([x1.ravel(), x2.ravel()], axis=1))
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.5), layout="constrained")
     for k, ax in enumerate(axes):
         im = ax.contourf(x1, x2, grid[:, k].reshape(x1.shape), levels=20)
         ax.plot(1.0, 0.5, "r*", ms=12)

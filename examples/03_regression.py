@@ -20,7 +20,7 @@ The loss is IdentityWithLoss (mean squared error), via build(..., loss="mse").
 import numpy as np
 from common import example_parser, plt, save
 
-from mpinet.model import build
+from mpinet.model import build, limit_threads
 from mpinet.model.optimizers import create
 
 X_SCALE, Y_SCALE = 10.0, 120.0
@@ -32,9 +32,12 @@ def target(x):
 
 def main(argv=None):
     p = example_parser(__doc__, "03_regression", data=False)
-    p.add_argument("--steps", type=int, default=6000)
-    p.add_argument("--quick", action="store_true", help="2000 steps")
+    p.add_argument("--steps", type=int, default=6000,
+                   help="Adam steps of batch 100 (default: %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="2000 steps, for a smoke test (default: off)")
     args = p.parse_args(argv)
+    limit_threads(args.threads, default=1)
     steps = 2000 if args.quick else args.steps
 
     rng = np.random.default_rng(0)

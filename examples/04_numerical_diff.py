@@ -14,6 +14,7 @@ the notes' pitfall. h = 1e-4 (the book's choice, and mpinet's) sits near the swe
 import numpy as np
 from common import example_parser, plt, save
 
+from mpinet.model import limit_threads
 from mpinet.model.gradient import numerical_gradient
 
 
@@ -33,8 +34,11 @@ def central_diff(x, h):
 
 def main(argv=None):
     p = example_parser(__doc__, "04_numerical_diff", data=False)
-    p.add_argument("--quick", action="store_true", help="accepted for symmetry; already quick")
+    p.add_argument("--quick", action="store_true",
+                   help="accepted for symmetry with the other examples; this one is already "
+                        "quick (default: off)")
     args = p.parse_args(argv)
+    limit_threads(args.threads, default=1)
 
     x, exact = 5.0, 0.2
     hs = np.logspace(-1, -16, 61)

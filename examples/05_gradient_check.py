@@ -18,7 +18,7 @@ round-off (1e-17 vs 1e-12): a relative error of noise. The absolute error shows 
 import numpy as np
 from common import example_parser, plt, save
 
-from mpinet.model import build
+from mpinet.model import build, limit_threads
 from mpinet.model.gradient import numerical_gradient, relative_error
 
 SMALL = {"input_shape": [1, 8, 8], "dropout": 0.0}
@@ -55,8 +55,11 @@ def check(spec, seed=0):
 
 def main(argv=None):
     p = example_parser(__doc__, "05_gradient_check", data=False)
-    p.add_argument("--quick", action="store_true", help="accepted for symmetry; already quick")
+    p.add_argument("--quick", action="store_true",
+                   help="accepted for symmetry with the other examples; this one is already "
+                        "quick (default: off)")
     args = p.parse_args(argv)
+    limit_threads(args.threads, default=1)
 
     table = {label: check(spec) for label, spec in NETWORKS.items()}
     print(f"{'network':38} {'tensors':>7} {'max rel. error':>15} {'max abs. error':>15}"

@@ -12,7 +12,7 @@ whole flat parameter buffer in one vectorised step, as the distributed worker do
 import numpy as np
 from common import example_parser, load_mnist, plt, save, train
 
-from mpinet.model import build
+from mpinet.model import build, limit_threads
 from mpinet.model.optimizers import create
 
 LEARNING_RATES = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01,
@@ -25,17 +25,22 @@ def smooth(y, k=20):
 
 def main(argv=None):
     p = example_parser(__doc__, "06_optimizers")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--train", type=int, default=60000, help="training samples used")
-    p.add_argument("--quick", action="store_true", help="30 steps on 500 samples")
+    p.add_argument("--steps", type=int, default=1000,
+                   help="steps of batch 128 for each optimizer (default: %(default)s)")
+    p.add_argument("--train", type=int, default=60000,
+                   help="training samples used (default: %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="30 steps on 500 samples, for a smoke test (default: off)")
     args = p.parse_args(argv)
+    limit_threads(args.threads, default=1)
     steps, n_train = (30, 500) if args.quick else (args.steps, args.train)
 
     x, t, _, _ = load_mnist(args.data, n_train=n_train, n_test=1)
     curves, final = {}, {}
     for name, lr in LEARNING_RATES.items():
         net = build({"name": "mlp"}, seed=0)  # same weights for every optimizer
-        curves[name], _, _ = train(net, create(name, lr=lr), x, t, steps, batch_size=128)
+        curves[name], _, _ = train(net, create(name, lr=lr), x, t, steps, batch_size=128,
+                                   label=name)
         final[name] = float(curves[name][-max(steps // 10, 1):].mean())
         print(f"{name:9s} lr {lr:<6} mean loss of the last 10% of steps: {final[name]:.4f}")
 

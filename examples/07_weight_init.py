@@ -15,7 +15,7 @@ mpinet MLP; each activation layer keeps its output in `.out`). What to look for:
 import numpy as np
 from common import example_parser, load_mnist, plt, save, train
 
-from mpinet.model import build
+from mpinet.model import build, limit_threads
 from mpinet.model.optimizers import create
 
 INITS = {"std 1": 1.0, "std 0.01": 0.01, "Xavier": "xavier", "He": "he"}
@@ -31,7 +31,7 @@ def activations(activation, init, seed=0):
 
 def histograms(out):
     """One panel per (activation, init), the 5 layers' histograms overlaid; -> layer-5 stds."""
-    fig, axes = plt.subplots(2, len(INITS), figsize=(12, 5.5))
+    fig, axes = plt.subplots(2, len(INITS), figsize=(12, 5.5), layout="constrained")
     spread = {}
     for row, activation in enumerate(("sigmoid", "relu")):
         spread[activation] = {}
@@ -54,9 +54,12 @@ def histograms(out):
 
 def main(argv=None):
     p = example_parser(__doc__, "07_weight_init")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--quick", action="store_true", help="30 training steps on 1000 samples")
+    p.add_argument("--steps", type=int, default=1000,
+                   help="SGD steps of batch 128 for each init (default: %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="30 training steps on 1000 samples, for a smoke test (default: off)")
     args = p.parse_args(argv)
+    limit_threads(args.threads, default=1)
     steps, n_train = (30, 1000) if args.quick else (args.steps, 60000)
 
     spread = histograms(args.out)
@@ -72,7 +75,8 @@ def main(argv=None):
     final = {}
     for label in ("std 0.01", "Xavier", "He"):
         net = build({"name": "mlp", "init": INITS[label]}, seed=0)
-        losses, _, _ = train(net, create("sgd", lr=0.01), x, t, steps, batch_size=128)
+        losses, _, _ = train(net, create("sgd", lr=0.01), x, t, steps, batch_size=128,
+                             label=f"init {label}")
         final[label] = float(losses[-max(steps // 10, 1):].mean())
         ax.plot(losses, label=label, lw=0.8)
         print(f"init {label:8s}: loss of the last 10% of steps {final[label]:.4f}")

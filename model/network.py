@@ -26,8 +26,10 @@ class Network:
     """The book's MultiLayerNet interface over a plan of layers.
 
     loss(x, t) runs forward in training mode and returns the mean loss (weight decay
-    included); backward() writes every gradient into buffer.grad; predict(x) runs in
-    evaluation mode. params / grads map names ('conv1.W', 'affine2.b', ...) to views.
+    included); backward() writes every gradient into buffer.grad; predict(x) returns the
+    scores (before softmax) in evaluation mode, classify(x) the labels. params / grads map
+    names ('conv1.W', 'affine2.b', ...) to views. Inputs x are floats (pixels in [0, 1]);
+    integer arrays are refused (check_input), labels t are integers.
     """
 
     def __init__(self, plan, spec, dtype="float32", seed=0, dropout_seed=None,
@@ -86,7 +88,7 @@ class Network:
     # -- training -------------------------------------------------------------------------
 
     def forward(self, x, train=True):
-        x = np.asarray(x, self.dtype)
+        x = np.asarray(check_input(x), self.dtype)
         for layer in self.layers.values():
             x = layer.forward(x, train)
         return x
@@ -116,12 +118,22 @@ class Network:
     # -- inference ------------------------------------------------------------------------
 
     def predict(self, x, batch_size=1000):
-        """Scores (before softmax) in evaluation mode, computed batch by batch."""
+        """Scores (before softmax; the book's predict) in evaluation mode, batch by batch.
+
+        (n, output_size) in the network's dtype: the argmax is the label (classify), the
+        softmax the probabilities (predict_proba).
+        """
+        x = check_input(x)
         outs = [self.forward(x[i:i + batch_size], train=False)
                 for i in range(0, len(x), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.spec.get("output_size", 10)))
 
+    def classify(self, x, batch_size=1000):
+        """The predicted labels, an int64 array (n,): the argmax of predict's scores."""
+        return self.predict(x, batch_size).argmax(axis=1).astype(np.int64)
+
     def predict_proba(self, x, batch_size=1000):
+        """Softmax of predict's scores: (n, output_size), each row sums to 1."""
         y = self.predict(x, batch_size)
         y = np.exp(y - y.max(axis=1, keepdims=True))
         return y / y.sum(axis=1, keepdims=True)
@@ -129,6 +141,7 @@ class Network:
     def evaluate(self, x, t, batch_size=1000):
         """(sum of per-sample losses, number correct, count): sums, so ranks can add them."""
         loss_sum, correct = 0.0, 0
+        x = check_input(x)
         for i in range(0, len(x), batch_size):
             xb, tb = x[i:i + batch_size], np.asarray(t[i:i + batch_size])
             y = self.forward(xb, train=False)
@@ -140,6 +153,24 @@ class Network:
     def accuracy(self, x, t, batch_size=1000):
         _, correct, n = self.evaluate(x, t, batch_size)
         return correct / n if n else 0.0
+
+
+def check_input(x):
+    """x as an array, refused with one line if it holds integers (0..255 pixels, say).
+
+    Why: np.asarray(x, float32) would turn 255 into 255.0 and the net, trained on [0, 1],
+    would silently answer nonsense. Labels t are integers and never pass through here.
+    """
+    if not hasattr(x, "dtype"):  # a list; arrays (and h5py datasets) are not copied here
+        x = np.asarray(x)
+    if x.dtype == np.uint8:
+        raise ValueError("Network input: got uint8 pixels (0..255); expected floats in [0, 1]; "
+                         "divide by 255 first (x / 255), as mpinet's data pipeline does")
+    if x.dtype.kind in "iu":
+        raise ValueError(f"Network input: got {x.dtype} integers; expected floats (pixels in "
+                         f"[0, 1]); convert first: x / 255 for 0..255 pixels, else "
+                         f"x.astype(np.float32)")
+    return x
 
 
 def _pool_before_relu(plan):

@@ -1,22 +1,40 @@
 """Smoke tests of examples/: each script's main() at its --quick size, its key result
-asserted and its figures written. examples/ is not a package, so scripts load by path."""
+asserted, its progress lines and its figures written; every --help; MNIST from mpinet's
+cache. examples/ is not a package, so scripts load by path."""
 
 import importlib.util
+import io
+import os
+import re
+import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
-from support import REPO, job_environment, mpiexec, run_job
+from support import REPO, job_environment, mpiexec, run_job, shared_data_dir
 from threadpoolctl import threadpool_limits
 
 from mpinet.data import prepare
+from mpinet.data.prepare import default_out
 
 EXAMPLES = REPO / "examples"
+SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("[0-9][0-9]_*.py"))
 
 
 @pytest.fixture(autouse=True)
 def examples_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))  # for `from common import ...`
+
+
+@pytest.fixture(autouse=True)
+def private_cache(monkeypatch, tmp_path_factory):
+    """Never the user's real cache: $XDG_CACHE_HOME in a temporary directory (subprocesses
+    inherit it), the .gz files from ../shared/data."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("MPINET_DATA_SOURCE", str(shared_data_dir()))
+    return cache / "mpinet"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -26,22 +44,70 @@ def one_blas_thread():
         yield
 
 
-def run(name, tmp_path, *extra):
+@pytest.fixture(autouse=True)
+def figures_checked(examples_on_path, monkeypatch):
+    """Every figure an example saves is first checked: no two panels (or colorbars) overlap,
+    titles, tick labels and axis labels included."""
+    import common
+
+    saved = common.save
+
+    def save(fig, out, name):
+        assert not overlapping_axes(fig), f"{name}: these panels overlap: {overlapping_axes(fig)}"
+        return saved(fig, out, name)
+
+    monkeypatch.setattr(common, "save", save)
+
+
+def overlapping_axes(fig):
+    """Pairs of axes whose drawn extents (with their labels) overlap by more than a pixel."""
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    boxes = [(ax.get_title() or ax.get_label(), ax.get_tightbbox(renderer)) for ax in fig.axes]
+    return [(name_a, name_b) for i, (name_a, a) in enumerate(boxes) for name_b, b in boxes[i + 1:]
+            if min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1]
+
+
+def example(name):
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main(["--quick", "--out", str(tmp_path), *map(str, extra)])
+    return module
+
+
+def run(name, tmp_path, *extra):
+    return example(name).main(["--quick", "--out", str(tmp_path), *map(str, extra)])
 
 
 def pngs(tmp_path):
     return sorted(p.name for p in tmp_path.glob("*.png"))
 
 
+def assert_progress(err, label, total):
+    """stderr has the lines `label: step k/total, loss x, t s`, one every total // 10 steps."""
+    found = re.findall(rf"^{re.escape(label)}: step (\d+)/{total}, loss \S+, [\d.]+ s$", err,
+                       flags=re.MULTILINE)
+    every = max(1, total // 10)
+    assert [int(k) for k in found] == sorted({*range(every, total + 1, every), total}), err
+
+
+TRUTH_TABLES = {"AND": [0, 0, 0, 1], "NAND": [1, 1, 1, 0], "OR": [0, 1, 1, 1], "XOR": [0, 1, 1, 0]}
+
+
 def test_perceptrons(tmp_path):
     tables = run("01_perceptrons", tmp_path)
-    assert tables == {"AND": [0, 0, 0, 1], "NAND": [1, 1, 1, 0], "OR": [0, 1, 1, 1],
-                      "XOR": [0, 1, 1, 0]}
+    assert tables == TRUTH_TABLES
     assert pngs(tmp_path) == ["gates.png"]
+
+
+def test_every_perceptron_panel_shades_where_its_gate_outputs_1():
+    fig = example("01_perceptrons").figure(TRUTH_TABLES)
+    for ax in fig.axes:
+        shaded = ax.collections[0]  # the contourf of the gate on a grid: levels 0 and 1
+        assert len(shaded.get_paths()) == 2 and shaded.get_paths()[1].vertices.size, ax.title
+    xor_region = fig.axes[3].collections[0].get_paths()[1]
+    inside = xor_region.contains_points([[0, 1], [1, 0], [0, 0], [1, 1]])
+    assert inside.tolist() == [True, True, False, False]  # the band between the two lines
 
 
 def test_three_layer_network(tmp_path):
@@ -74,16 +140,22 @@ def test_gradient_check(tmp_path):
     assert pngs(tmp_path) == ["errors.png"]
 
 
-def test_optimizers(tmp_path, mnist_h5):
+def test_optimizers(tmp_path, mnist_h5, capsys):
     final = run("06_optimizers", tmp_path, "--data", mnist_h5)
+    err = capsys.readouterr().err
+    for name in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"):
+        assert_progress(err, name, 30)
     assert set(final) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"}
     assert all(np.isfinite(v) for v in final.values())
     assert final["adam"] < final["sgd"]
     assert pngs(tmp_path) == ["losses.png"]
 
 
-def test_weight_init(tmp_path, mnist_h5):
+def test_weight_init(tmp_path, mnist_h5, capsys):
     result = run("07_weight_init", tmp_path, "--data", mnist_h5)
+    err = capsys.readouterr().err
+    for init in ("std 0.01", "Xavier", "He"):
+        assert_progress(err, f"init {init}", 30)
     sigmoid, relu = result["spread"]["sigmoid"], result["spread"]["relu"]
     assert sigmoid["std 0.01"] < 0.05 < sigmoid["Xavier"]  # std 0.01: all units alike
     assert relu["std 0.01"] < 1e-3 and 0.3 < relu["He"] < 3  # He keeps ReLU's scale
@@ -91,16 +163,22 @@ def test_weight_init(tmp_path, mnist_h5):
     assert pngs(tmp_path) == ["activations.png", "training.png"]
 
 
-def test_batchnorm(tmp_path, mnist_h5):
+def test_batchnorm(tmp_path, mnist_h5, capsys):
     results = run("08_batchnorm", tmp_path, "--data", mnist_h5)
+    err = capsys.readouterr().err
+    for label in ("std 1 batchnorm", "std 1 plain", "std 0.0001 batchnorm"):
+        assert_progress(err, label, 40)  # 4 epochs of 10 steps
     assert len(results) == 4
     with_bn, without = results[(1.0, True)][0], results[(1.0, False)][0]
     assert with_bn > without + 0.05  # std 1: the plain net is stuck, batchnorm learns
     assert pngs(tmp_path) == ["batchnorm.png"]
 
 
-def test_overfitting(tmp_path, mnist_h5):
+def test_overfitting(tmp_path, mnist_h5, capsys):
     results = run("09_overfitting", tmp_path, "--data", mnist_h5)
+    err = capsys.readouterr().err
+    for label in ("plain", "weight decay 0.1", "dropout 0.2"):
+        assert_progress(err, label, 60)  # 20 epochs of 3 steps
     train_acc, test_acc = results["plain"]
     assert train_acc > test_acc + 0.05  # 300 samples: the plain net already overfits
     assert pngs(tmp_path) == ["overfitting.png"]
@@ -126,9 +204,96 @@ def test_hyperparameter_search_on_4_ranks(tmp_path, mnist_val_h5):
     assert sorted(int(r[1]) for r in rows) == [0, 1, 2, 3]  # every trial exactly once
     assert {int(r[0]) for r in rows} == {0, 2}  # run by the roots of the two groups
     assert pngs(tmp_path) == ["search.png"]
+    done = re.findall(r"^rank (\d): trial (\d) done \((\d)/2 of its group's\)", job.stderr,
+                      flags=re.MULTILINE)  # progress: a line per trial, from the group roots
+    assert sorted(done) == [("0", "0", "1"), ("0", "2", "2"), ("2", "1", "1"), ("2", "3", "2")]
 
 
-def test_cnn_filters(tmp_path, mnist_h5):
+def test_cnn_filters(tmp_path, mnist_h5, capsys):
     result = run("11_cnn_filters", tmp_path, "--data", mnist_h5)
+    assert_progress(capsys.readouterr().err, "simple_cnn", 30)
     assert result["change"] > 0.1 and result["accuracy"] > 0.3
     assert pngs(tmp_path) == ["filters_after.png", "filters_before.png"]
+
+
+# --- the command line: --help, progress on a terminal, the data file -----------------------
+
+
+def help_blocks(script):
+    """(the description, [each option's entry: flags and help text]) from `script --help`."""
+    job = subprocess.run([sys.executable, str(EXAMPLES / f"{script}.py"), "--help"],
+                         env={**os.environ, "COLUMNS": "100"}, capture_output=True, text=True,
+                         timeout=60)
+    assert job.returncode == 0, job.stderr
+    usage, description, options = job.stdout.split("\n\n")[:3]
+    entries = re.split(r"\n(?=  -)", options.split("\n", 1)[1])  # after the "options:" line
+    description = re.sub(r"(?<=\w-)\n\s*", "", description)  # argparse wraps after hyphens
+    return " ".join(description.split()), [" ".join(e.split()) for e in entries]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_shows_the_docstring_paragraph_and_every_default(script):
+    description, entries = help_blocks(script)
+    first_paragraph = example(script).__doc__.split("\n\n")[0]
+    assert description == " ".join(first_paragraph.split())  # whole, not a cut fragment
+    assert description.endswith(".") and description[0].isupper()
+    assert {"-h,", "--out", "--threads", "--quick"} <= {entry.split()[0] for entry in entries}
+    for entry in entries[1:]:
+        assert re.search(r"\S \(default: [^)]+\)", entry), entry  # a help text and its default
+
+
+def test_progress_is_a_tqdm_bar_on_a_terminal():
+    import common
+    stream = io.StringIO()
+    stream.isatty = lambda: True  # what Progress asks before it draws a bar
+    progress = common.Progress(20, "sgd", stream=stream)
+    for step in range(1, 21):
+        progress.update(step, 0.5)
+    progress.close()
+    assert re.search(r"sgd: +0%\|", stream.getvalue())  # tqdm's bar, not progress lines
+    assert "step" not in stream.getvalue()
+
+
+def test_mnist_examples_prepare_mpinet_cache_once_and_reuse_it(tmp_path, private_cache):
+    run("06_optimizers", tmp_path / "a")  # no --data: the cache, prepared on first use
+    path = private_cache / "mnist.h5"
+    assert path == default_out("mnist") and sorted(os.listdir(private_cache)) == ["mnist.h5"]
+    before = path.stat()
+    run("11_cnn_filters", tmp_path / "b")  # the second example reuses the file as it is
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    job = subprocess.run([sys.executable, "-m", "mpinet.worker", "prepare"],
+                         capture_output=True, text=True, timeout=120)
+    assert job.stdout.startswith(f"kept {path} (valid"), job.stdout + job.stderr
+
+
+def test_hyperparameter_search_caches_its_validation_split(tmp_path, private_cache, capsys):
+    results = run("10_hyperparameter_search", tmp_path)  # one process: LocalComm
+    assert sorted(r[0] for r in results) == [0, 1, 2, 3]
+    with h5py.File(private_cache / "mnist-val5000.h5", "r") as f:
+        assert (len(f["train/labels"]), len(f["val/labels"])) == (55000, 5000)
+    assert len(re.findall(r"^rank 0: trial \d done", capsys.readouterr().err, re.M)) == 4
+    assert pngs(tmp_path) == ["search.png"]
+
+
+@pytest.mark.parametrize("script, val", [("06_optimizers", ""),
+                                         ("10_hyperparameter_search", "--val 5000 ")],
+                         ids=["06", "10"])
+def test_a_missing_data_file_is_one_line_and_never_created(tmp_path, private_cache, capsys,
+                                                            script, val):
+    missing = tmp_path / "mnist.h5"
+    with pytest.raises(SystemExit, match="^2$"):  # argparse's exit status for a usage error
+        run(script, tmp_path, "--data", missing)
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: argument --data: {missing}: no such file; expected an MNIST HDF5 file made by "
+        f"`mpinet prepare`; run `mpinet prepare {val}--out {missing}`, or leave --data out to "
+        f"use the cache")
+    assert not missing.exists() and not private_cache.exists()
+
+
+def test_hyperparameter_search_needs_a_val_split(tmp_path, mnist_h5, capsys):
+    with pytest.raises(SystemExit, match="^2$"):
+        run("10_hyperparameter_search", tmp_path, "--data", mnist_h5)
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: argument --data: {mnist_h5}: has no /val split; expected a file made by "
+        f"`mpinet prepare --val N`; run `mpinet prepare --val 5000 --out FILE.h5` and pass "
+        f"that file")
