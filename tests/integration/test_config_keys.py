@@ -14,18 +14,11 @@ import re
 import h5py
 import numpy as np
 import pytest
-from support import job_environment, mpiexec, mpinet_command, run_job
+from support import job_environment, mpinet_command, run_job
 
 pytestmark = pytest.mark.mpi
 QUICK = ["model.name='mlp'", "model.hidden=[32]", "train.max_steps=20", "train.plots=false"]
 
-
-@pytest.fixture(scope="module")
-def launcher():
-    found = mpiexec()
-    if found is None:
-        pytest.skip("MPI TESTS SKIPPED: no mpiexec next to this Python or on PATH")
-    return found
 
 
 def train(tmp_path, mnist_h5, *settings, n=0, launcher=None, name="run", flags=()):

@@ -17,7 +17,7 @@ import time
 import tomllib
 
 import pytest
-from support import descendants, job_environment, mpiexec, mpinet_command, run_job, stop_job
+from support import descendants, job_environment, mpinet_command, run_job, stop_job
 
 from mpinet.data.prepare import prepare
 from mpinet.worker.config import SECTIONS, load_config, model_spec
@@ -25,13 +25,6 @@ from mpinet.worker.config import SECTIONS, load_config, model_spec
 pytestmark = pytest.mark.mpi
 MLP = ["--set", "model.name='mlp'", "--set", "model.hidden=[32]"]
 
-
-@pytest.fixture(scope="module")
-def launcher():
-    found = mpiexec()
-    if found is None:
-        pytest.skip("MPI TESTS SKIPPED: no mpiexec next to this Python or on PATH")
-    return found
 
 
 def mpinet(tmp_path, *args, n=0, launcher=None, timeout=90, cwd=None):

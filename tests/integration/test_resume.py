@@ -12,20 +12,13 @@ import h5py
 import numpy as np
 import pytest
 from numerics import trajectory_tolerance
-from support import descendants, job_environment, mpiexec, mpinet_command, run_job, stop_job
+from support import descendants, job_environment, mpinet_command, run_job, stop_job
 
 pytestmark = [pytest.mark.mpi, pytest.mark.numerics]
 
 RUN = ["model.name='mlp'", "model.hidden=[32]", "model.dropout=0.2", "train.batch_size=500",
        "train.epochs=2", "train.checkpoint_every=7", "train.keep_last=0", "optim.name='adam'"]
 
-
-@pytest.fixture(scope="module")
-def launcher():
-    found = mpiexec()
-    if found is None:
-        pytest.skip("MPI TESTS SKIPPED: no mpiexec next to this Python or on PATH")
-    return found
 
 
 def command(launcher, n, mnist_h5, run_dir, settings, resume=None):

@@ -10,19 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from numerics import trajectory_tolerance
-from support import job_environment, mpiexec, mpinet_command, run_job
+from support import job_environment, mpinet_command, run_job
 
 SCRIPTS = Path(__file__).parent / "scripts"
 pytestmark = pytest.mark.mpi
 
-
-@pytest.fixture(scope="module")
-def launcher():
-    found = mpiexec()
-    if found is None:
-        pytest.skip("MPI TESTS SKIPPED: no mpiexec next to this Python or on PATH; "
-                    "install one with `pip install .[mpich]`")
-    return found
 
 
 def _env(tmp_path):
