@@ -40,7 +40,7 @@ from .resume import (
     restore_checkpoint,
     save_checkpoint,
 )
-from .start import commit, log_start, open_data, prepare_data
+from .start import commit, log_start, open_data, prepare_data, read_test_images
 from .threads import blas_threads_for, pin_blas_threads
 
 log = logging.getLogger("mpinet.worker")
@@ -299,12 +299,17 @@ def evaluate(net, comm, x_test, t_test, running):
 
 
 def draw_plots(cfg, comm, run_dir, net, path, x_test, t_test):
-    """The plots of the finished run (rank 0)."""
-    from .plots import write_plots
+    """The plots of the finished run, from predictions each rank makes on its own test
+    share (no rank re-predicts the whole test set), gathered to rank 0."""
+    from .plots import Predictions, write_plots
 
+    p = net.predict_proba(x_test)
+    share = (t_test, p.argmax(axis=1), p.max(axis=1))
+    shares = comm.gather_object(share, root=0)  # dist: 10,000 x 3 numbers in all
     if comm.is_root:
+        t, y, prob = (np.concatenate(column) for column in zip(*shares, strict=True))
         with written(run_dir):
-            write_plots(run_dir, net)
+            write_plots(run_dir, Predictions(t, y, prob, read_test_images(path)))
 
 
 def optimizer_kwargs(cfg):

@@ -1,28 +1,83 @@
 """`mpinet plot RUN_DIR`: the PNG plots a person looks at, drawn into the run directory.
 
-    loss.png, accuracy.png   train and test per evaluation, from history.jsonl
-    confusion.png            true x predicted labels over the whole test split
-    misclassified.png        a grid of wrong test digits with their true and predicted labels
+    loss.png            train loss per logged step (steps.jsonl), test loss per evaluation
+    accuracy.png        train and test accuracy per evaluation (history.jsonl)
+    confusion.png       true x predicted labels over the whole test split
+    misclassified.png   the most confident wrong test images, "true → predicted (p)"
 
-The last two need a network: the one just trained (at the end of a run) or the latest
-checkpoint in RUN_DIR/checkpoints; without either they are skipped, and the reason is said.
-matplotlib's object API (Figure, no pyplot) needs no display and keeps no global state.
+At the end of training the loop passes the predictions of its final distributed evaluation
+(no network runs here then); `mpinet plot` computes them from a checkpoint, on one process.
+Without predictions the last two are skipped, and the reason is said. The figures themselves
+are drawn in worker/figures.py.
 """
 
-import json
 import logging
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
+
+from . import figures
+from .files import read_jsonl
 
 log = logging.getLogger("mpinet.worker")
 
-HELP = "redraw a run's plots from its history.jsonl and latest checkpoint"
+HELP = "redraw a run's plots from its history, steps and latest checkpoint"
 CURVES = ("loss.png", "accuracy.png")
 PREDICTIONS = ("confusion.png", "misclassified.png")
-GRID = 6  # misclassified digits: GRID x GRID at most
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+HISTORY_KEYS = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+STEPS_KEYS = ("step", "train_loss")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """The final evaluation over the whole test split, in the data file's order.
+
+    t: true labels (int, n); y: predicted labels (int, n); p: the probability of the predicted
+    label (float, n); images: the test images as stored, uint8 (n, 28, 28).
+    """
+
+    t: np.ndarray
+    y: np.ndarray
+    p: np.ndarray
+    images: np.ndarray
+
+    def __post_init__(self):
+        n = len(self.t)
+        shapes = {"t": (n,), "y": (n,), "p": (n,), "images": (n, 28, 28)}
+        for name, shape in shapes.items():
+            found = np.shape(getattr(self, name))
+            if found != shape:
+                raise ValueError(f"Predictions.{name}: shape {found}; expected {shape} "
+                                 f"(n = len(t) = {n}); pass one entry per test image")
+        for name in ("t", "y"):
+            kind = np.asarray(getattr(self, name)).dtype
+            if kind.kind not in "iu":
+                raise ValueError(f"Predictions.{name}: dtype {kind}; expected integer labels; "
+                                 f"pass labels, not scores or probabilities")
+        if np.asarray(self.images).dtype != np.uint8:  # drawn on the 0..255 scale
+            raise ValueError(f"Predictions.images: dtype {np.asarray(self.images).dtype}; "
+                             f"expected uint8; pass the images as stored in the data file, "
+                             f"not the network's (normalised) inputs")
+
+
+def from_scores(t, scores, images):
+    """Predictions from a network's scores (before softmax) (n, classes)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    # softmax of the largest score, computed without exp overflowing: 1 / sum exp(s - max)
+    p = 1.0 / np.exp(scores - scores.max(axis=1, keepdims=True)).sum(axis=1)
+    return Predictions(np.asarray(t), scores.argmax(axis=1), p, np.asarray(images))
+
+
+def concatenate(parts):
+    """One Predictions from the ranks' parts (in rank order: each holds a contiguous share)."""
+    return Predictions(*(np.concatenate([getattr(q, name) for q in parts])
+                         for name in ("t", "y", "p", "images")))
+
+
+# -- the command -------------------------------------------------------------------------
 
 
 def add_arguments(parser):
@@ -34,6 +89,10 @@ def add_arguments(parser):
 
 
 def run(args):
+    for given, option in ((args.checkpoint, "--checkpoint"), (args.data, "--data")):
+        if given and not Path(given).is_file():  # asked for: an error, not a skipped plot
+            raise FileNotFoundError(f"{option} {given}: no such file; expected an HDF5 file; "
+                                    f"check the path")
     written, skipped = write_plots(args.run_dir, checkpoint=args.checkpoint, data=args.data)
     for path in written:
         print(path)
@@ -42,60 +101,134 @@ def run(args):
     return 0
 
 
-def write_plots(run_dir, net=None, checkpoint=None, data=None):
+def write_plots(run_dir, predictions=None, *, checkpoint=None, data=None):
     """Draw every plot into run_dir -> (paths written, {skipped names: reason}).
 
-    `net`: the trained network (the end of a run); otherwise `checkpoint` or the run's latest
-    checkpoint is loaded. A missing network or data file skips the prediction plots only.
+    `predictions`: the final evaluation (the end of a run); without it they come from
+    `checkpoint` or checkpoint_for(run_dir), on the test split of `data` or the run's file.
     """
     run_dir = Path(run_dir)
-    history = run_dir / "history.jsonl"
-    if not history.is_file():
-        raise FileNotFoundError(f"{run_dir} holds no history.jsonl; pass a run directory "
-                                f"that `mpinet train --run-dir` wrote")
-    written, skipped = [], {}
-    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
-    if rows:
-        written += [plot_loss(rows, run_dir / CURVES[0]), plot_accuracy(rows, run_dir / CURVES[1])]
-    else:
-        skipped[", ".join(CURVES)] = "history.jsonl has no evaluations yet"
-    try:
-        t, y, images = predictions(run_dir, net, checkpoint, data)
-        written += [plot_confusion(t, y, run_dir / PREDICTIONS[0]),
-                    plot_misclassified(t, y, images, run_dir / PREDICTIONS[1])]
-    except (OSError, ValueError, LookupError) as e:
-        skipped[", ".join(PREDICTIONS)] = " ".join(str(e).split())
-    for names, reason in skipped.items():
-        log.info("plots: skipped %s: %s", names, reason)
+    drawn, skipped = draw(run_dir, predictions, checkpoint, data)
+    written = [save(fig, run_dir / name) for name, fig in drawn.items()]
+    _log(written, skipped, run_dir)
     return written, skipped
 
 
-# -- what the prediction plots need ------------------------------------------------------
+def draw(run_dir, predictions=None, checkpoint=None, data=None):
+    """({file name: Figure} of the plots that can be drawn, {skipped names: reason})."""
+    run_dir = Path(run_dir)
+    cfg, history, steps = read_run(run_dir)
+    if predictions is not None and not isinstance(predictions, Predictions):
+        raise TypeError(f"write_plots: predictions is a {type(predictions).__name__}; expected "
+                        f"mpinet.worker.plots.Predictions; build it with from_scores")
+    path = data_file(cfg, data)
+    dataset = dataset_of(cfg, path)
+    heading = figures.title(setting(cfg, "model.name"), dataset, run_dir.name)
+    drawn, skipped = {}, {}
+    if history:
+        drawn[CURVES[0]] = figures.loss_figure(history, steps, heading)
+        drawn[CURVES[1]] = figures.accuracy_figure(history, heading)
+    else:
+        skipped[", ".join(CURVES)] = "history.jsonl has no evaluations yet"
+    if predictions is None:
+        try:
+            predictions = predict(cfg, checkpoint_for(run_dir, checkpoint), path)
+        except (OSError, ValueError) as e:
+            skipped[", ".join(PREDICTIONS)] = " ".join(str(e).split())
+    if predictions is not None:
+        from mpinet.data import class_names
+
+        names = class_names(dataset)
+        drawn[PREDICTIONS[0]] = figures.confusion_figure(predictions.t, predictions.y, names,
+                                                         heading)
+        drawn[PREDICTIONS[1]] = figures.misclassified_figure(predictions, names, heading)
+    return drawn, skipped
 
 
-def predictions(run_dir, net=None, checkpoint=None, data=None):
-    """(true labels, predicted labels, images (n, 28, 28)) over the whole test split."""
-    from mpinet.data import eval_share
+def _log(written, skipped, run_dir):
+    if written:
+        log.info("plots: %s in %s", ", ".join(p.name for p in written), run_dir)
+    for names, reason in skipped.items():
+        log.info("plots: skipped %s: %s", names, reason)
+
+
+def save(fig, path):
+    """Write through a temporary name: a crash never leaves half a PNG under the real one."""
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=100)
+    tmp.replace(path)
+    return path
+
+
+# -- reading the run directory -----------------------------------------------------------
+
+
+def read_run(run_dir):
+    """(config dict, history rows, steps rows) of a run; steps.jsonl may be absent (runs
+    from before it existed): then the train curve comes from the history."""
+    history = run_dir / "history.jsonl"
+    if not history.is_file():
+        raise FileNotFoundError(f"{run_dir}: no history.jsonl; expected a run directory; pass "
+                                f"one that `mpinet train --run-dir` wrote")
+    config = run_dir / "config.toml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.toml; expected a run directory; pass "
+                                f"one that `mpinet train --run-dir` wrote")
+    try:
+        cfg = tomllib.loads(config.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{config}: not TOML ({e}); expected the config `mpinet train` "
+                         f"wrote; restore or rewrite it") from None
+    steps = run_dir / "steps.jsonl"
+    rows = read_rows(steps, STEPS_KEYS) if steps.is_file() else []
+    return cfg, read_rows(history, HISTORY_KEYS), rows
+
+
+def read_rows(path, keys):
+    """The JSON objects of a .jsonl file, each checked to hold `keys`."""
+    rows = read_jsonl(path)
+    for number, row in enumerate(rows, 1):
+        missing = [k for k in keys if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ValueError(f"{path}: object {number} lacks {', '.join(missing)}; expected "
+                             f"{', '.join(keys)}; pass a file that `mpinet train` wrote")
+    return rows
+
+
+def setting(cfg, dotted):
+    """cfg["model"]["name"] for "model.name"; a one-line error when config.toml lacks it."""
+    section, key = dotted.split(".")
+    value = cfg.get(section, {}).get(key)
+    if value is None:
+        raise ValueError(f"config.toml: no {dotted}; expected the resolved config `mpinet "
+                         f"train` writes; add {dotted} to it")
+    return value
+
+
+def data_file(cfg, data=None):
+    """--data, else the run's data.path, else where `mpinet train` would have prepared it."""
     from mpinet.data.prepare import default_out
 
-    from .config import load_config
-
-    cfg = load_config(run_dir / "config.toml")
-    if net is None:
-        net = load_network(checkpoint or latest_checkpoint(run_dir))
-    path = Path(data or cfg.data.path or default_out(cfg.data.dataset))
-    if not path.is_file():
-        raise FileNotFoundError(f"the data file {path} does not exist; pass --data FILE.h5")
-    shape = "flat" if cfg.model.name == "mlp" else "image"
-    x, t = eval_share(path, "test", 0, 1, dtype=cfg.model.dtype, shape=shape,
-                      normalize=cfg.data.normalize)
-    y = net.predict(x).argmax(axis=1)
-    return t, y, x.reshape(len(x), 28, 28)
+    return Path(data or setting(cfg, "data.path") or default_out(setting(cfg, "data.dataset")))
 
 
-def latest_checkpoint(run_dir):
-    """RUN_DIR/checkpoints/latest (a link, or a small file naming the checkpoint), else the
-    newest ckpt-*.h5; LookupError when there is none."""
+def dataset_of(cfg, path):
+    """The data file's own name for its data set: `--data fashion.h5` without
+    `--set data.dataset=...` leaves data.dataset = "mnist" in config.toml."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return str(f.attrs["dataset"])
+    except (OSError, KeyError):  # no readable file: the config is all there is
+        return setting(cfg, "data.dataset")
+
+
+def checkpoint_for(run_dir, checkpoint=None):
+    """The checkpoint `mpinet plot` predicts with: `checkpoint` if given, else
+    RUN_DIR/checkpoints/latest (a link, or a small file naming it), else the newest ckpt-*.h5."""
+    if checkpoint:
+        return Path(checkpoint)
     folder = Path(run_dir) / "checkpoints"
     pointer = folder / "latest"
     if pointer.is_symlink():
@@ -105,78 +238,23 @@ def latest_checkpoint(run_dir):
         return pointer if head.startswith(HDF5_MAGIC) else folder / head.decode().strip()
     found = sorted(folder.glob("ckpt-*.h5"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise LookupError(f"no checkpoint in {folder} (train with checkpoints on, or pass "
-                          f"--checkpoint FILE.h5)")
+        raise FileNotFoundError(f"{folder}: no checkpoint; expected ckpt-*.h5 or a latest "
+                                f"pointer; train with checkpoints on, or pass --checkpoint FILE.h5")
     return found[-1]
 
 
-def load_network(path):
-    try:
-        from mpinet.model import load
-    except ImportError:  # before mpinet.model re-exported it
-        from mpinet.model.checkpoint import load
-    return load(str(path))
+def predict(cfg, checkpoint, path):
+    """Predictions of the checkpoint's network over the whole test split of `path`."""
+    from mpinet.data import eval_share, open_checked
+    from mpinet.model import load
 
-
-# -- the plots ---------------------------------------------------------------------------
-
-
-def plot_loss(rows, path):
-    return _curves(rows, "loss", "cross-entropy loss", path)
-
-
-def plot_accuracy(rows, path):
-    return _curves(rows, "accuracy", "accuracy", path)
-
-
-def _curves(rows, what, ylabel, path):
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.add_subplot()
-    steps = [r["step"] for r in rows]
-    for split in ("train", "test"):
-        ax.plot(steps, [r[f"{split}_{what}"] for r in rows], marker="o", markersize=3,
-                label=split)
-    ax.set(xlabel="step", ylabel=ylabel, title=f"{what} per evaluation")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, path)
-
-
-def plot_confusion(t, y, path, classes=10):
-    """Counts of (true, predicted): the diagonal is right, the rest shows what is confused."""
-    counts = np.bincount(t * classes + y, minlength=classes * classes).reshape(classes, classes)
-    fig = Figure(figsize=(6.5, 5.5), layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(counts, cmap="Blues")
-    fig.colorbar(image, ax=ax)
-    for i in range(classes):
-        for j in range(classes):
-            dark = counts[i, j] > counts.max() / 2
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if dark else "black")
-    ax.set(xticks=range(classes), yticks=range(classes), xlabel="predicted", ylabel="true",
-           title=f"confusion matrix, accuracy {np.mean(t == y):.4f} on {len(t)} test images")
-    return _save(fig, path)
-
-
-def plot_misclassified(t, y, images, path):
-    """The first GRID*GRID wrong test digits in test-set order, titled true -> predicted."""
-    wrong = np.flatnonzero(t != y)[:GRID * GRID]
-    fig = Figure(figsize=(7, 7.6), layout="constrained")
-    fig.suptitle(f"{np.count_nonzero(t != y)} misclassified test digits (first {len(wrong)})")
-    for k in range(GRID * GRID):
-        ax = fig.add_subplot(GRID, GRID, k + 1)
-        ax.axis("off")
-        if k < len(wrong):
-            i = wrong[k]
-            ax.imshow(images[i], cmap="gray_r")
-            ax.set_title(f"#{i}: {t[i]} -> {y[i]}", fontsize=8)
-    return _save(fig, path)
-
-
-def _save(fig, path):
-    """Write through a temporary name: a crash never leaves half a PNG under the real one."""
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    tmp.replace(path)
-    return path
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such data file; expected the run's HDF5 file; "
+                                f"pass --data FILE.h5")
+    net = load(str(checkpoint))
+    shape = "flat" if setting(cfg, "model.name") == "mlp" else "image"
+    x, t = eval_share(path, "test", 0, 1, dtype=setting(cfg, "model.dtype"), shape=shape,
+                      normalize=setting(cfg, "data.normalize"))
+    with open_checked(path) as f:
+        images = f["test"]["images"][:]  # uint8 as stored: what a person would see
+    return from_scores(t, net.predict(x), images)
