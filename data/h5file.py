@@ -7,6 +7,9 @@
 Root attributes: dataset, format_version, created, fingerprint (a hash of the arrays only, so
 two preparations of the same data agree), pixel_mean and pixel_std of the train images scaled
 to [0, 1] (for normalize="standard"), val_size, val_seed, and sha256_<file> of each source.
+Nothing else: every attribute has a type and a range (ATTRIBUTES), the root holds only the
+groups train, test and val, each only the datasets images and labels; write() refuses what
+open_checked() would refuse, so every file `mpinet prepare` writes validates.
 
 Readers open the file read-only without HDF5 file locking: many MPI ranks read it at once,
 often from network file systems that do not support locks, and a file is only ever replaced
@@ -14,11 +17,15 @@ whole (written under a temporary name, then renamed), never modified in place.
 """
 
 import hashlib
+import math
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from . import sources
 
 FORMAT_VERSION = 1
 REQUIRED_SPLITS = ("train", "test")
@@ -31,10 +38,48 @@ CHUNK_IMAGES = 1024
 COMPRESSION = "gzip"
 COMPRESSION_LEVEL = 4
 REQUIRED_ATTRS = ("dataset", "format_version", "created", "fingerprint", "pixel_mean", "pixel_std")
+KINDS = ("images", "labels")
+HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _iso(text):
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _fraction(value):
+    return math.isfinite(value) and 0 <= value <= 1
+
+
+# name -> (the Python type h5py reads it as, what it must be, a range check)
+ATTRIBUTES = {
+    "dataset": (str, "mnist or fashion-mnist", lambda v: v in sources.SHA256),
+    "format_version": (int, f"{FORMAT_VERSION}", lambda v: v == FORMAT_VERSION),
+    "created": (str, "an ISO 8601 date and time", _iso),
+    "fingerprint": (str, "64 lowercase hex digits (a sha256)", HEX64.fullmatch),
+    "pixel_mean": (float, "a float in [0, 1]", _fraction),
+    "pixel_std": (float, "a float in (0, 1]", lambda v: _fraction(v) and v > 0),
+    "val_size": (int, "an integer >= 0", lambda v: v >= 0),
+    "val_seed": (int, "an integer >= 0", lambda v: v >= 0),
+    **{f"sha256_{key}": (str, "64 lowercase hex digits (a sha256)", HEX64.fullmatch)
+       for key in sources.FILES},
+}
 
 
 def write(path, splits, attrs):
-    """Write `splits` ({"train": (images, labels), ...}) and `attrs` to a new file at `path`."""
+    """Write `splits` ({"train": (images, labels), ...}) and `attrs` to a new file at `path`.
+
+    attrs: dataset, val_size, val_seed, sha256_<file> (ATTRIBUTES); the rest is computed.
+    """
+    unknown = sorted(set(splits) - set(REQUIRED_SPLITS + OPTIONAL_SPLITS))
+    if unknown:
+        raise ValueError(f"data file {path}: split {unknown[0]} is unknown; expected "
+                         f"train, test and val; leave it out")
+    for key, value in attrs.items():
+        _check_attribute(f"data file {path}", key, _plain(value), "pass a value that fits")
     with h5py.File(path, "w") as f:
         for name, (images, labels) in splits.items():
             group = f.create_group(name)
@@ -66,11 +111,14 @@ def open_checked(path):
     """Open `path` read-only and check its layout; the caller closes the returned h5py.File."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; create it with `mpinet prepare`")
+        raise FileNotFoundError(f"data file {path}: no such file; expected an HDF5 file made "
+                                f"by `mpinet prepare`; create it with `mpinet prepare --out "
+                                f"{path}`")
     try:
         f = h5py.File(path, "r", locking=False)
     except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({_first_line(e)})") from None
+        raise ValueError(f"data file {path}: not a readable HDF5 file ({_first_line(e)}); "
+                         f"expected a file made by `mpinet prepare`; {_redo(path)}") from None
     try:
         _check_layout(path, f)
     except BaseException:
@@ -90,8 +138,9 @@ def validate(path, deep=False):
             found = content_fingerprint(_read_splits(f))
             if found != attrs["fingerprint"]:
                 raise ValueError(
-                    f"{path}: content does not match its fingerprint (stored "
-                    f"{attrs['fingerprint'][:12]}, found {found[:12]}): the file is corrupted"
+                    f"data file {path}: content does not match its fingerprint (stored "
+                    f"{attrs['fingerprint'][:12]}, found {found[:12]}); expected the arrays "
+                    f"as prepared; the file is corrupted, {_redo(path, attrs['dataset'])}"
                 )
     return attrs
 
@@ -132,44 +181,100 @@ def _read_splits(f):
 
 
 def _check_layout(path, f):
-    missing = [name for name in REQUIRED_ATTRS if name not in f.attrs]
-    if "format_version" in missing:
-        raise ValueError(
-            f"{path}: not an mpinet data file (no format_version attribute); "
-            f"create it with `mpinet prepare`"
-        )
-    version = int(f.attrs["format_version"])
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: data format version {version}, this mpinet reads version "
-            f"{FORMAT_VERSION}; rewrite it with `mpinet prepare --force`"
-        )
+    where = f"data file {path}"
+    attrs = {key: _plain(value) for key, value in f.attrs.items()}
+    if "format_version" not in attrs:
+        raise ValueError(f"{where}: no format_version attribute; expected an mpinet data file; "
+                         f"create it with `mpinet prepare --out {path}`")
+    if attrs["format_version"] != FORMAT_VERSION:
+        raise ValueError(f"{where}: data format version {attrs['format_version']!r}; this "
+                         f"mpinet reads version {FORMAT_VERSION}; {_redo(path)}")
+    redo = _redo(path, attrs.get("dataset"))
+    for key, value in attrs.items():
+        _check_attribute(where, key, value, redo)
+    missing = [name for name in REQUIRED_ATTRS if name not in attrs]
     if missing:
-        raise ValueError(f"{path}: missing root attributes {', '.join(missing)}")
+        raise ValueError(f"{where}: root attribute {missing[0]} is missing; expected "
+                         f"{ATTRIBUTES[missing[0]][1]}; {redo}")
+    _check_members(where, f, redo)
+    for name in split_names(f):
+        _check_split(where, f, name, redo)
+    val = len(f["val"]["labels"]) if "val" in f else 0
+    if attrs.get("val_size", val) != val:
+        raise ValueError(f"{where}: root attribute val_size is {attrs['val_size']}; expected "
+                         f"{val}, the size of /val; {redo}")
+
+
+def _check_attribute(where, key, value, todo):
+    """A one-line ValueError unless `key` is a known attribute and `value` fits it."""
+    if key not in ATTRIBUTES:
+        raise ValueError(f"{where}: root attribute {key} is unknown; expected only "
+                         f"{', '.join(ATTRIBUTES)}; {todo}")
+    kind, expected, valid = ATTRIBUTES[key]
+    right_kind = isinstance(value, kind) and not isinstance(value, bool)
+    if not right_kind or (kind is float and not math.isfinite(value)) or not valid(value):
+        shown = repr(value) if right_kind else f"{type(value).__name__} {value!r}"
+        raise ValueError(f"{where}: root attribute {key} is {shown[:70]}; expected {expected}; "
+                         f"{todo}")
+
+
+def _check_members(where, f, redo):
+    """Only the groups train, test (required) and val; in each only images and labels; no
+    attributes but the root's."""
+    for name, node in f.items():
+        if name not in REQUIRED_SPLITS + OPTIONAL_SPLITS or not isinstance(node, h5py.Group):
+            kind = "group" if isinstance(node, h5py.Group) else "dataset"
+            raise ValueError(f"{where}: /{name} is an unknown {kind}; expected only the "
+                             f"groups /train, /test and /val; {redo}")
     for name in REQUIRED_SPLITS:
         if name not in f:
-            raise ValueError(f"{path}: no /{name} group; expected /train and /test")
+            raise ValueError(f"{where}: no /{name} group; expected /train and /test; {redo}")
     for name in split_names(f):
-        _check_split(path, f, name)
+        group = f[name]
+        for member in group:
+            if member not in KINDS:
+                raise ValueError(f"{where}: /{name}/{member} is unknown; expected only "
+                                 f"/{name}/images and /{name}/labels; {redo}")
+        for node in [group] + [group[kind] for kind in KINDS if kind in group]:
+            extra = list(node.attrs)
+            if extra:
+                raise ValueError(f"{where}: {node.name} attribute {extra[0]} is unknown; "
+                                 f"expected no attributes there; {redo}")
 
 
-def _check_split(path, f, name):
-    for kind in ("images", "labels"):
+def _check_split(where, f, name, redo):
+    for kind in KINDS:
         node = f[name].get(kind)
         if not isinstance(node, h5py.Dataset):
-            raise ValueError(f"{path}: no dataset /{name}/{kind}")
+            raise ValueError(f"{where}: no dataset /{name}/{kind}; expected uint8 {kind}; {redo}")
         if node.dtype != np.uint8:
-            raise ValueError(f"{path}: /{name}/{kind} has dtype {node.dtype}, expected uint8")
+            raise ValueError(f"{where}: /{name}/{kind} has dtype {node.dtype}; expected uint8; "
+                             f"{redo}")
     images, labels = f[name]["images"], f[name]["labels"]
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(f"{path}: /{name}/images has shape {images.shape}, expected (N, 28, 28)")
+        raise ValueError(f"{where}: /{name}/images has shape {images.shape}; expected "
+                         f"(N, 28, 28); {redo}")
     if labels.shape != images.shape[:1]:
-        raise ValueError(
-            f"{path}: /{name}/labels has shape {labels.shape}, expected "
-            f"({images.shape[0]},) to match /{name}/images"
-        )
+        raise ValueError(f"{where}: /{name}/labels has shape {labels.shape}; expected "
+                         f"({images.shape[0]},) to match /{name}/images; {redo}")
     if len(labels) and labels[:].max() >= NUM_CLASSES:  # 70 kB read: cheap
-        raise ValueError(f"{path}: /{name}/labels holds {labels[:].max()}, expected 0..9")
+        raise ValueError(f"{where}: /{name}/labels holds {labels[:].max()}; expected 0..9; "
+                         f"{redo}")
+
+
+def _redo(path, dataset=None):
+    """What to do about a bad data file: prepare it again (naming the data set if known)."""
+    which = f"--dataset {dataset} " if dataset in sources.SHA256 and dataset != "mnist" else ""
+    return f"rewrite it with `mpinet prepare {which}--force --out {path}`"
+
+
+def _plain(value):
+    """An attribute as h5py reads it -> a plain Python value."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _first_line(e):

@@ -32,8 +32,8 @@ def load_image(path):
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_IMAGE_BYTES:
-        raise ValueError(f"{path}: {size / 2**20:.1f} MiB is too large for an image of a "
-                         f"digit (limit {MAX_IMAGE_BYTES // 2**20} MiB)")
+        raise ValueError(f"{path}: {size / 2**20:.1f} MiB; expected an image of a digit of at "
+                         f"most {MAX_IMAGE_BYTES // 2**20} MiB; scale or crop it down")
     return image_from_bytes(path.read_bytes(), str(path))
 
 
@@ -43,13 +43,15 @@ def image_from_bytes(data, name="image"):
         image = Image.open(io.BytesIO(data))
         width, height = image.size  # read from the header: nothing decoded yet
         if width > MAX_SIDE or height > MAX_SIDE:
-            raise ValueError(f"{name}: {width}x{height} pixels is too large "
-                             f"(limit {MAX_SIDE}x{MAX_SIDE}); scale it down")
+            raise ValueError(f"{name}: {width}x{height} pixels; expected at most "
+                             f"{MAX_SIDE}x{MAX_SIDE}; scale it down")
         gray = grayscale(image)
     except (UnidentifiedImageError, Image.DecompressionBombError):
-        raise ValueError(f"{name}: not an image Pillow can read (PNG, JPEG, PGM, ...)") from None
+        raise ValueError(f"{name}: not an image Pillow can read; expected PNG, JPEG, PGM, ...; "
+                         f"convert it to PNG") from None
     except OSError as e:  # a truncated or damaged file
-        raise ValueError(f"{name}: the image cannot be decoded ({e})") from None
+        raise ValueError(f"{name}: the image cannot be decoded ({e}); expected a complete "
+                         f"image file; save it again") from None
     return mnist_style(gray, name)
 
 
@@ -89,8 +91,8 @@ def light_on_dark(gray, name="image"):
     background = min(background, 1 - background)
     contrast = float(x.max()) - background
     if contrast < MIN_CONTRAST:
-        raise ValueError(f"{name}: the image is blank (no digit stands out from the "
-                         f"background)")
+        raise ValueError(f"{name}: the image is blank; expected a digit that stands out from "
+                         f"the background; pass an image with more contrast")
     return np.clip((x - background) / contrast, 0, 1)
 
 
@@ -122,12 +124,13 @@ def load_array(path):
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_ARRAY_BYTES:
-        raise ValueError(f"{path}: {size / 2**20:.0f} MiB is too large "
-                         f"(limit {MAX_ARRAY_BYTES // 2**20} MiB); split it")
+        raise ValueError(f"{path}: {size / 2**20:.0f} MiB; expected at most "
+                         f"{MAX_ARRAY_BYTES // 2**20} MiB; split it into smaller .npy files")
     try:
         array = np.load(path, allow_pickle=False)  # never unpickle a file from elsewhere
     except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npy array ({e})") from None
+        raise ValueError(f"{path}: not a readable .npy array ({e}); expected a file written "
+                         f"by numpy.save; save the array again") from None
     return as_images(array, str(path))
 
 
@@ -137,10 +140,11 @@ def as_images(array, name="array"):
     try:
         array = np.asarray(array)
     except ValueError:  # nested lists of unequal lengths
-        raise ValueError(f"{name}: not a rectangular array (rows of unequal length)") from None
+        raise ValueError(f"{name}: rows of unequal length; expected a rectangular array; make "
+                         f"every row 784 (or 28 x 28) numbers") from None
     if array.dtype.kind not in "uif":
         raise ValueError(f"{name}: dtype {array.dtype}; expected numbers (uint8 0..255 or "
-                         f"floats 0..1)")
+                         f"floats 0..1); convert the array")
     shapes = {(SIZE, SIZE): 1, (SIZE * SIZE,): 1}
     if array.shape in shapes:
         array = array.reshape(1, SIZE, SIZE)
@@ -148,13 +152,13 @@ def as_images(array, name="array"):
         array = array.reshape(len(array), SIZE, SIZE)
     else:
         raise ValueError(f"{name}: shape {array.shape}; expected (n, 28, 28) or (n, 784) "
-                         f"with n >= 1")
+                         f"with n >= 1; reshape it")
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 1:
-            raise ValueError(f"{name}: float pixels must be finite and in 0..1; scale them "
-                             f"(or pass uint8 0..255)")
+            raise ValueError(f"{name}: float pixels outside 0..1 (or not finite); expected "
+                             f"0..1; scale them (or pass uint8 0..255)")
         return array.astype(np.float64)
     if array.min() < 0 or array.max() > 255:
-        raise ValueError(f"{name}: integer pixels must be in 0..255, found "
-                         f"{array.min()}..{array.max()}")
+        raise ValueError(f"{name}: integer pixels {array.min()}..{array.max()}; expected "
+                         f"0..255; clip or rescale them")
     return array.astype(np.float64) / 255

@@ -5,19 +5,19 @@
     /optimizer/<key>    the optimizer's flat state arrays ("m", "v" for Adam); attributes:
                         name, iter and the hyper-parameters (lr, beta1, ...)
     root attributes     format_version, model_spec (JSON), dtype, created, the versions of
-                        mpinet/numpy/h5py, and every key of the caller's `meta`
+                        mpinet/numpy/h5py, every key of the caller's `meta`, meta_sha256
     every dataset       a `sha256` attribute: the hash of its bytes
 
 Only numbers and strings: nothing is pickled, so `h5dump` reads every part and loading a
 file from elsewhere cannot run code. A file is written under a temporary name, fsynced and
 renamed, so a crash leaves either the old file or the new one, never half of one.
-`read` checks everything (checksums, names, shapes, dtypes, finiteness) before returning.
+Every attribute has a rule (checkpoint_schema.py), `read` checks the whole file against it
+and the arrays against the spec (checkpoint_read.py) before returning, and every function
+that takes a path also takes a run directory or a `latest` pointer (checkpoint_paths.py).
 """
 
-import hashlib
 import json
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -25,37 +25,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .checkpoint_paths import NAME, checkpoint_files, locate, read_pointer, resolve
+from .checkpoint_read import Checkpoint, read_file, sha256
+from .checkpoint_schema import (
+    FORMAT_VERSION,
+    HYPERPARAMETERS,
+    META,
+    CheckpointError,
+    check_meta,
+    meta_digest,
+)
 from .networks import build
-from .optimizers import OPTIMIZERS, create
+from .optimizers import OPTIMIZERS
 
-FORMAT_VERSION = 1
-# Root attributes that save() writes itself; `meta` may not use these names.
-RESERVED = ("format_version", "model_spec", "dtype", "created", "mpinet_version",
-            "numpy_version", "h5py_version")
-HYPERPARAMETERS = ("lr", "momentum", "decay_rate", "beta1", "beta2", "eps")
-CORRUPT = "the file is corrupt; use an earlier checkpoint"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used; the message is one line naming the file."""
-
-
-@dataclass
-class Checkpoint:
-    """What a checkpoint file holds, already validated by read()."""
-
-    path: Path
-    spec: dict  # the resolved model spec: build(spec, dtype) makes the same network
-    dtype: str
-    params: dict  # name -> array, the book's shapes
-    state: dict  # name -> array (BatchNorm running statistics)
-    optimizer: dict | None  # {"name", "hyperparameters", "iter", <array key>: array or None}
-    meta: dict  # the caller's flat meta (step, epoch, config, RNG states, ...) and versions
-
-    def layout(self):
-        """(name, shape, dtype string) per parameter, as ParamBuffer.layout() gives it."""
-        dtype = np.dtype(self.dtype).str
-        return tuple((name, a.shape, dtype) for name, a in self.params.items())
+__all__ = ["FORMAT_VERSION", "META", "NAME", "Checkpoint", "CheckpointError",
+           "checkpoint_files", "fsync", "load", "locate", "network", "optimizer_name", "read",
+           "read_pointer", "resolve", "restore", "rng_state", "save", "set_rng_state"]
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -64,10 +49,11 @@ class Checkpoint:
 def save(path, net, optimizer=None, meta=None):
     """Write `net` (and `optimizer`, `meta`) to `path` atomically; return the path.
 
-    meta: a flat dict of str -> str, int, float or bool (step, epoch, config text, ...).
+    meta: the keys of META (checkpoint_schema.py), "step" required, e.g.
+    {"step": 600, "config": toml_text}; anything else is refused before writing.
     """
     path = Path(path)
-    meta = _check_meta(dict(meta or {}))
+    meta = check_meta(dict(meta or {}))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with h5py.File(tmp, "w", locking=False) as f:
@@ -101,23 +87,15 @@ def _write(f, net, optimizer, meta):
         state = optimizer.state_dict()
         group.attrs["iter"] = int(state.pop("iter"))
         _write_arrays(group, {k: v for k, v in state.items() if v is not None})
+    # Last: the digest covers every attribute written above, read back as a reader sees it.
+    f.attrs["meta_sha256"] = meta_digest(f)
 
 
 def _write_arrays(group, arrays):
     for name, array in arrays.items():
         array = np.ascontiguousarray(array)
         dataset = group.create_dataset(name, data=array)  # contiguous: plain bytes on disk
-        dataset.attrs["sha256"] = _sha256(array)
-
-
-def _check_meta(meta):
-    for key, value in meta.items():
-        if key in RESERVED:
-            raise ValueError(f"checkpoint meta: key {key!r} is reserved; rename it")
-        if not isinstance(value, str | int | float | bool | np.integer | np.floating):
-            raise ValueError(f"checkpoint meta: {key}={value!r} is a {type(value).__name__}; "
-                             f"expected str, int, float or bool (JSON text for the rest)")
-    return meta
+        dataset.attrs["sha256"] = sha256(array)
 
 
 def optimizer_name(optimizer):
@@ -147,23 +125,34 @@ def _version(name):
         return "unknown"
 
 
-def _sha256(array):
-    return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
-
-
 # -- reading ------------------------------------------------------------------------------
 
 
-def read(path):
-    """Read and validate a checkpoint file -> Checkpoint; a CheckpointError otherwise."""
-    return _read(Path(path))[0]
+def read(path, skipped=None):
+    """Read and validate a checkpoint -> Checkpoint (its .path: the file chosen).
+
+    `path`: a checkpoint file, a `latest`/`best` pointer, or a run directory (or its
+    checkpoints/) for the newest valid checkpoint; `skipped(error)` hears about each
+    invalid one passed over. Anything unusable is a one-line CheckpointError.
+    """
+    return _read(path, skipped)[0]
 
 
-def load(path):
-    """A network with the checkpoint's weights, ready for predict(x) / predict_proba(x)."""
-    ckpt, net = _read(Path(path))
+def load(path, skipped=None):
+    """A network with the checkpoint's weights, ready for predict(x) / predict_proba(x).
+
+    `path` as read() takes it: a file, a pointer or a run directory.
+    """
+    ckpt, net = _read(path, skipped)
     restore(ckpt, net)
     return net
+
+
+def _read(path, skipped):
+    chosen, ckpt = locate(path, skipped)
+    if ckpt is not None:  # a directory's newest valid checkpoint: validated on the way
+        return ckpt, build(ckpt.spec, dtype=ckpt.dtype)
+    return read_file(chosen)
 
 
 def network(ckpt):
@@ -195,134 +184,16 @@ def restore(ckpt, net, optimizer=None):
         net.state.params[name][...] = array
     if optimizer is not None:
         if ckpt.optimizer is None:
-            raise CheckpointError(f"{where}: holds no optimizer state; it cannot resume training")
+            raise CheckpointError(f"{where}: holds no optimizer state; expected one to resume "
+                                  f"training; pass a checkpoint that `mpinet train` wrote")
         if ckpt.optimizer["name"] != optimizer_name(optimizer):
             raise CheckpointError(f"{where}: holds {ckpt.optimizer['name']} state, the optimizer "
                                   f"is {optimizer_name(optimizer)}; use the same optim.name")
         optimizer.load_state_dict(ckpt.optimizer)
 
 
-def _read(path):
-    """(Checkpoint, a network built from its spec): the network is the layout to check."""
-    where = f"checkpoint {path}"
-    if not path.is_file():
-        raise CheckpointError(f"{where}: no such file")
-    try:
-        f = h5py.File(path, "r", locking=False)
-    except OSError as e:
-        raise CheckpointError(f"{where}: not a readable HDF5 file ({_first_line(e)}): "
-                              f"truncated, damaged or not a checkpoint; use another") from None
-    try:
-        with f:
-            return _read_open(f, where, path)
-    except (OSError, KeyError, TypeError) as e:  # h5py's errors when a damaged part is read
-        raise CheckpointError(f"{where}: unreadable ({_first_line(e)}); {CORRUPT}") from None
-
-
-def _read_open(f, where, path):
-    attrs = {key: _plain(value) for key, value in f.attrs.items()}
-    if "format_version" not in attrs:
-        raise CheckpointError(f"{where}: not an mpinet checkpoint (no format_version attribute)")
-    if attrs["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{where}: format version {attrs['format_version']}, this mpinet "
-                              f"reads version {FORMAT_VERSION}; use a matching mpinet version")
-    spec, dtype, net = _build(attrs, where)
-    params = _read_group(f, "params", net.buffer.specs, dtype, where)
-    state = _read_group(f, "state", net.state.specs, dtype, where)
-    optimizer = _read_optimizer(f, net.buffer.size, dtype, where)
-    meta = {k: v for k, v in attrs.items() if k not in ("format_version", "model_spec", "dtype")}
-    return Checkpoint(path, spec, dtype, params, state, optimizer, meta), net
-
-
-def _build(attrs, where):
-    """The spec and dtype of the file, and the network they build (or a one-line error)."""
-    try:
-        spec = json.loads(attrs["model_spec"])
-        dtype = str(np.dtype(attrs["dtype"]))
-        net = build(spec, dtype=dtype)
-    except KeyError as e:
-        raise CheckpointError(f"{where}: missing root attribute {e}; {CORRUPT}") from None
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{where}: model spec or dtype unusable ({_first_line(e)})") from None
-    return spec, dtype, net
-
-
-def _read_group(f, group_name, specs, dtype, where):
-    """The arrays of /params or /state, checked against the (name, shape) specs."""
-    group = f.get(group_name)
-    if not isinstance(group, h5py.Group):
-        raise CheckpointError(f"{where}: no /{group_name} group; {CORRUPT}")
-    expected = dict(specs)
-    extra = sorted(set(group) - set(expected))
-    if extra:
-        raise CheckpointError(f"{where}: /{group_name}/{extra[0]} is not in the model spec's "
-                              f"layout; the file does not match its model_spec")
-    arrays = {}
-    for name, shape in specs:
-        arrays[name] = _read_array(group, name, shape, dtype, f"{where}: /{group_name}/{name}")
-    return arrays
-
-
-def _read_array(group, name, shape, dtype, what):
-    dataset = group.get(name)
-    if not isinstance(dataset, h5py.Dataset):
-        raise CheckpointError(f"{what} is missing; {CORRUPT}")
-    if dataset.dtype != np.dtype(dtype) or dataset.shape != tuple(shape):
-        raise CheckpointError(f"{what} has {dataset.dtype} {dataset.shape}, the model spec "
-                              f"needs {np.dtype(dtype)} {tuple(shape)}")
-    array = dataset[()]
-    if "sha256" not in dataset.attrs:
-        raise CheckpointError(f"{what} has no sha256 attribute; {CORRUPT}")
-    if _sha256(array) != _plain(dataset.attrs["sha256"]):
-        raise CheckpointError(f"{what} checksum mismatch (file corrupt); use an earlier checkpoint")
-    if not np.all(np.isfinite(array)):
-        raise CheckpointError(f"{what} holds NaN or Inf (training diverged before this save); "
-                              f"use an earlier checkpoint")
-    return array
-
-
-def _read_optimizer(f, size, dtype, where):
-    """{"name", "hyperparameters", "iter", <key>: array or None}, or None when not saved."""
-    group = f.get("optimizer")
-    if group is None:
-        return None
-    attrs = {key: _plain(value) for key, value in group.attrs.items()}
-    name = attrs.get("name")
-    if name not in OPTIMIZERS or not isinstance(attrs.get("iter"), int):
-        raise CheckpointError(f"{where}: /optimizer has name {name!r} and iter "
-                              f"{attrs.get('iter')!r}; expected one of {sorted(OPTIMIZERS)} "
-                              f"and an integer")
-    keys = [k for k in create(name).state_dict() if k != "iter"]
-    extra = sorted(set(group) - set(keys))
-    if extra:
-        raise CheckpointError(f"{where}: /optimizer/{extra[0]} is not part of {name}'s state")
-    state = {"name": name, "iter": attrs["iter"],
-             "hyperparameters": {k: attrs[k] for k in HYPERPARAMETERS if k in attrs}}
-    for key in keys:
-        what = f"{where}: /optimizer/{key}"
-        # Arrays are made on the first update: before it, none of them exists.
-        if key not in group and attrs["iter"] == 0:
-            state[key] = None
-        else:
-            state[key] = _read_array(group, key, (size,), dtype, what)
-    return state
-
-
-def _plain(value):
-    """An attribute as a plain Python value: str, int, float or bool."""
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def _canonical(spec):
     return json.dumps(spec, sort_keys=True)  # tuples and lists compare alike after JSON
-
-
-def _first_line(e):
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 # -- random number generators -------------------------------------------------------------
@@ -333,6 +204,7 @@ def rng_state(rng):
     return json.dumps(rng.bit_generator.state)
 
 
-def set_rng_state(rng, text):
-    """Put the state from rng_state() back into `rng` (in place: holders keep the object)."""
-    rng.bit_generator.state = json.loads(text)
+def set_rng_state(rng, state):
+    """Put a state back into `rng` (in place: holders keep the object): rng_state()'s JSON
+    text, or the state object itself (an element of meta["dropout_rngs"])."""
+    rng.bit_generator.state = json.loads(state) if isinstance(state, str) else state

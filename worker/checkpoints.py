@@ -13,17 +13,28 @@ No MPI here: the training loop calls save() on rank 0 and tells the other ranks.
 
 import logging
 import os
-import re
 import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 
-from mpinet.model.checkpoint import CheckpointError, fsync, read, save
+# NAME, the pointer format and the search live in model/ (checkpoint_paths.py), so that
+# mpinet.model.load() takes a run directory too; they are imported here for the trainer.
+from mpinet.model.checkpoint import (
+    NAME,
+    checkpoint_files,
+    fsync,
+    read,
+    read_pointer,
+    save,
+)
+from mpinet.model.checkpoint_paths import newest_valid
 
 log = logging.getLogger("mpinet.worker")
 
-NAME = re.compile(r"ckpt-(\d{8,})\.h5")
+__all__ = ["NAME", "CheckpointDir", "checkpoint_files", "find_resume", "read_pointer",
+           "write_pointer"]
 
 
 class CheckpointDir:
@@ -75,23 +86,14 @@ class CheckpointDir:
     def best_accuracy(self):
         """The test accuracy stored in the best checkpoint; -1 when there is none."""
         best = self.best()
-        if best is None:
-            return -1.0
-        try:
-            with h5py.File(best, "r", locking=False) as f:
-                return float(f.attrs.get("test_accuracy", -1.0))
-        except OSError:  # unreadable: any new checkpoint is better than that
-            return -1.0
+        return -1.0 if best is None else stored_accuracy(best)
 
     def best_file(self):
-        """The kept checkpoint with the highest stored test accuracy, or None."""
+        """The kept checkpoint with the highest stored test_accuracy (the earliest of equal
+        ones), or None when no kept file stores one. Cheap: no array is read."""
         best, best_accuracy = None, -1.0
         for path in self.files():
-            try:
-                with h5py.File(path, "r", locking=False) as f:
-                    accuracy = float(f.attrs.get("test_accuracy", -1.0))
-            except OSError:
-                continue
+            accuracy = stored_accuracy(path)
             if accuracy > best_accuracy:
                 best, best_accuracy = path, accuracy
         return best
@@ -114,12 +116,15 @@ class CheckpointDir:
             path.unlink(missing_ok=True)
 
 
-def checkpoint_files(directory):
-    """The ckpt-<step>.h5 files in `directory`, oldest step first."""
-    if not directory.is_dir():
-        return []
-    found = [p for p in directory.iterdir() if NAME.fullmatch(p.name)]
-    return sorted(found, key=lambda p: int(NAME.fullmatch(p.name).group(1)))
+def stored_accuracy(path):
+    """The test_accuracy attribute of a checkpoint file; -1 when it has none or is unreadable
+    (any checkpoint with an accuracy then ranks above it)."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            value = f.attrs.get("test_accuracy")
+    except OSError:
+        return -1.0
+    return float(value) if isinstance(value, float | np.floating) else -1.0
 
 
 def write_pointer(path, name):
@@ -133,41 +138,20 @@ def write_pointer(path, name):
     fsync(path.parent)
 
 
-def read_pointer(path):
-    """The file a pointer names (a sibling of the pointer), or None if it names nothing."""
-    try:
-        name = path.read_text().strip()
-    except OSError:
-        return None
-    if not NAME.fullmatch(name):
-        return None
-    return path.parent / name
-
-
-def find_resume(where, mode="auto"):
+def find_resume(where):
     """The checkpoint to resume from, read and validated -> Checkpoint, or None.
 
-    mode "auto": the newest checkpoint under `where` (a run directory or its checkpoints/)
-    that validates: `latest` first, then the others newest step first; a file that fails
-    validation is skipped with a warning. None when there is none.
-    Any other mode is a path: a checkpoint file (validated, errors raised), or a directory
-    searched as "auto" does.
+    `where` a checkpoint file or a `latest`/`best` pointer: that file (errors raised). A
+    directory (a run directory or its checkpoints/): its newest valid checkpoint, `latest`
+    first, then the others newest step first, each invalid one skipped with a warning;
+    None when it holds no checkpoint at all; a CheckpointError when none is valid.
     """
-    if mode != "auto":
-        where = mode
-    if not Path(where).is_dir():  # a file: that one, validated (errors raised)
-        return read(where)
-    directory = Path(where)
-    if (directory / "checkpoints").is_dir():
-        directory = directory / "checkpoints"
-    candidates = [read_pointer(directory / "latest")] + checkpoint_files(directory)[::-1]
-    tried = set()
-    for path in candidates:
-        if path is None or path in tried or not path.exists():
-            continue
-        tried.add(path)
-        try:
-            return read(path)
-        except CheckpointError as e:
-            log.warning("skipping %s", e)
-    return None
+    where = Path(where)
+    if where.is_dir():
+        return newest_valid(where, skipped=warn_skipped)
+    return read(where)
+
+
+def warn_skipped(error):
+    """Log a checkpoint passed over because it does not validate (the message names it)."""
+    log.warning("skipping %s", error)

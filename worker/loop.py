@@ -168,6 +168,7 @@ def train(cfg, comm, run_dir, ckpt=None):
         micro.close()
     preemption.close()
     progress.close()
+    wall = clock.elapsed()  # the training of every leg; the plots below are not counted
     log.info("final parameters sha256=%s", net.buffer.checksum())
     assert_same_params(comm, net.buffer.data)  # dist: the replicas ended identical
     if stop is None and cfg.train.plots:
@@ -180,7 +181,7 @@ def train(cfg, comm, run_dir, ckpt=None):
         stopped_by=stop and stop[0], exit_code=stop[1] if stop else 0,
         final_checkpoint=checkpoints and str(checkpoints.latest()),
         best_checkpoint=checkpoints and _str(checkpoints.best_file()),
-        wall_seconds=clock.elapsed(), params_sha256=net.buffer.checksum())
+        wall_seconds=wall, params_sha256=net.buffer.checksum())
     metrics.close(summary, run_dir)
     return summary, net
 

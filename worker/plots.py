@@ -26,7 +26,6 @@ log = logging.getLogger("mpinet.worker")
 HELP = "redraw a run's plots from its history, steps and latest checkpoint"
 CURVES = ("loss.png", "accuracy.png")
 PREDICTIONS = ("confusion.png", "misclassified.png")
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 HISTORY_KEYS = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
 STEPS_KEYS = ("step", "train_loss")
 
@@ -225,22 +224,18 @@ def dataset_of(cfg, path):
 
 
 def checkpoint_for(run_dir, checkpoint=None):
-    """The checkpoint `mpinet plot` predicts with: `checkpoint` if given, else
-    RUN_DIR/checkpoints/latest (a link, or a small file naming it), else the newest ckpt-*.h5."""
+    """The checkpoint `mpinet plot` predicts with: `checkpoint` if given (a file, a pointer
+    or a directory), else the run's newest valid one (`latest` first), as every command
+    that takes a checkpoint resolves it (model/checkpoint_paths.py)."""
+    from mpinet.model.checkpoint_paths import resolve
+
     if checkpoint:
-        return Path(checkpoint)
+        return resolve(checkpoint)
     folder = Path(run_dir) / "checkpoints"
-    pointer = folder / "latest"
-    if pointer.is_symlink():
-        return pointer.resolve()
-    if pointer.is_file():
-        head = pointer.read_bytes()[:4096]
-        return pointer if head.startswith(HDF5_MAGIC) else folder / head.decode().strip()
-    found = sorted(folder.glob("ckpt-*.h5"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"{folder}: no checkpoint; expected ckpt-*.h5 or a latest "
-                                f"pointer; train with checkpoints on, or pass --checkpoint FILE.h5")
-    return found[-1]
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no checkpoint; expected ckpt-*.h5 files there; "
+                                f"train with checkpoints on, or pass --checkpoint FILE.h5")
+    return resolve(folder)
 
 
 def predict(cfg, checkpoint, path):

@@ -1,13 +1,15 @@
-"""`mpinet predict`: the digit in each image (or .npy array) according to a checkpoint.
+"""`mpinet predict`: the class of each image (or .npy array) according to a checkpoint.
 
-    mpinet predict runs/x/checkpoints/ckpt-00001800.h5 seven.png digits.npy --top 3
+    mpinet predict runs/x seven.png digits.npy --top 3       # runs/x: its newest valid checkpoint
     seven.png: 7  (7 0.9914, 1 0.0049, 2 0.0021)
+    shoe.png: 9 Ankle boot  (Ankle boot 0.9100, Sneaker 0.0500, Sandal 0.0200)   # Fashion-MNIST
 
 Images are made MNIST-like first (data/images.py); no MPI is needed. `Predictor` is the
 part shared with `mpinet serve`: a network and the input conversion its training used.
 """
 
 import json
+import sys
 import threading
 import tomllib
 from pathlib import Path
@@ -15,36 +17,58 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mpinet.data import class_names
 from mpinet.data.images import load_array, load_image
 from mpinet.data.prepare import default_out
 from mpinet.model.checkpoint import network, read
 
-HELP = "predict the digit in PNG/JPEG/PGM images or .npy arrays with a checkpoint"
+HELP = ("predict the class (the digit, or the Fashion-MNIST article) of PNG/JPEG/PGM images "
+        "or .npy arrays with a checkpoint")
+CHECKPOINT_HELP = "a checkpoint file, a run directory or its checkpoints/latest"
 
 
 def add_arguments(parser):
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file (.h5)")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     parser.add_argument("inputs", metavar="INPUT", nargs="+",
-                        help="an image of one digit, or a .npy array (n, 28, 28) or (n, 784)")
+                        help="an image of one digit or article (PNG, JPEG, PGM, ...), or a .npy "
+                        "array (n, 28, 28) or (n, 784)")
     parser.add_argument("--top", type=int, default=3, metavar="K",
-                        help="show the K most probable digits (default 3)")
+                        help="show the K most probable classes (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args):
-    predictor = Predictor(args.checkpoint)
+    predictor = Predictor(args.checkpoint, skipped=warn)
     if not 1 <= args.top <= predictor.classes:
-        raise ValueError(f"--top {args.top}: expected 1..{predictor.classes}")
-    names, images = read_inputs(args.inputs)  # every input is checked before any output
+        raise ValueError(f"--top {args.top}: out of range; expected 1..{predictor.classes} "
+                         f"(the network's classes); pass a K in that range")
+    inputs, images = read_inputs(args.inputs)  # every input is checked before any output
     probabilities = predictor.probabilities(images)
-    rows = [prediction(name, p, args.top) for name, p in zip(names, probabilities, strict=True)]
+    rows = [prediction(name, p, args.top, predictor.names)
+            for name, p in zip(inputs, probabilities, strict=True)]
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "predictions": rows}))
+        print(json.dumps({"checkpoint": str(predictor.path), "dataset": predictor.dataset,
+                          "predictions": rows}))
     else:
         for row in rows:
-            top = ", ".join(f"{t['label']} {t['probability']:.4f}" for t in row["top"])
-            print(f"{row['input']}: {row['label']}  ({top})")
+            print(format_row(row, predictor.digits))
     return 0
+
+
+def warn(error):
+    """An invalid checkpoint a run directory's search passed over: said on stderr, so that
+    stdout stays the predictions alone."""
+    print(f"mpinet predict: warning: skipping {error}", file=sys.stderr)
+
+
+def format_row(row, digits):
+    """'seven.png: 7  (7 0.9991, 3 0.0008, ...)'; with names that are not the digits:
+    'shoe.png: 9 Ankle boot  (Ankle boot 0.9100, Sneaker 0.0500, ...)'."""
+    if digits:
+        top = ", ".join(f"{t['label']} {t['probability']:.4f}" for t in row["top"])
+        return f"{row['input']}: {row['label']}  ({top})"
+    top = ", ".join(f"{t['name']} {t['probability']:.4f}" for t in row["top"])
+    return f"{row['input']}: {row['label']} {row['name']}  ({top})"
 
 
 def read_inputs(paths):
@@ -63,11 +87,13 @@ def read_inputs(paths):
     return names, np.concatenate(images)
 
 
-def prediction(name, probabilities, top):
+def prediction(name, probabilities, top, names):
+    """One input's row: its label and class name, every probability, the `top` classes."""
     order = np.argsort(-probabilities, kind="stable")[:top]
-    return {"input": name, "label": int(order[0]),
+    return {"input": name, "label": int(order[0]), "name": names[order[0]],
             "probabilities": [round(float(p), 6) for p in probabilities],
-            "top": [{"label": int(k), "probability": float(probabilities[k])} for k in order]}
+            "top": [{"label": int(k), "name": names[k], "probability": float(probabilities[k])}
+                    for k in order]}
 
 
 class Predictor:
@@ -77,11 +103,14 @@ class Predictor:
     never run one network at once: a lock serialises the forward passes.
     """
 
-    def __init__(self, path):
-        ckpt = read(path)
-        self.path = Path(path)
+    def __init__(self, path, skipped=None):
+        ckpt = read(path, skipped=skipped)  # a file, a pointer or a run directory
+        self.path = ckpt.path  # the file chosen
         self.net = network(ckpt)
         self.classes = int(self.net.spec.get("output_size", 10))
+        self.dataset = trained_on(ckpt)
+        self.names = class_names(self.dataset, self.classes)
+        self.digits = self.names == [str(k) for k in range(self.classes)]
         self.flat = self.net.spec["name"] == "mlp"
         self.stats = pixel_stats(ckpt)
         self.lock = threading.Lock()
@@ -104,8 +133,15 @@ def checkpoint_config(ckpt):
         return {}
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"checkpoint {ckpt.path}: its stored config is not TOML ({e})") from None
+    except tomllib.TOMLDecodeError as e:  # read() checked it: only a Checkpoint made by hand
+        raise ValueError(f"checkpoint {ckpt.path}: attribute config is not TOML ({e}); "
+                         f"expected the run's config; use a checkpoint `mpinet train` wrote"
+                         ) from None
+
+
+def trained_on(ckpt):
+    """The data set the checkpoint was trained on (data.dataset of its config; mnist)."""
+    return str(checkpoint_config(ckpt).get("data", {}).get("dataset", "mnist"))
 
 
 def data_path(ckpt, requested=None):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mpinet.cluster import EXIT_INTERRUPTED, EXIT_PREEMPTED, fail_together
-from mpinet.model.checkpoint import restore, rng_state, set_rng_state
+from mpinet.model.checkpoint import restore, set_rng_state
 
 from .checkpoints import CheckpointDir, find_resume
 from .config import load_config, to_toml
@@ -139,7 +139,7 @@ def save_checkpoint(cfg, comm, checkpoints, net, optimizer, step, total_steps, r
     """
     if net.state.size:
         comm.allreduce_mean_(net.state.data)  # dist: the BatchNorm statistics of all ranks
-    dropout = comm.gather_object(rng_state(net.dropout_rng), root=0)  # dist
+    dropout = comm.gather_object(net.dropout_rng.bit_generator.state, root=0)  # dist
     sums = comm.gather_object(running.tolist(), root=0)  # dist: train loss since last eval
     error, seconds = None, None
     if comm.is_root:

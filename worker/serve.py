@@ -2,8 +2,9 @@
 
     POST /predict   body: an image (PNG, JPEG, PGM, ...) of one digit, or JSON
                     {"inputs": [[784 pixels], ...]} / a 28x28 nested list
-                    -> {"predictions": [{"label": 7, "probabilities": [10 floats]}, ...]}
-    GET  /healthz   -> {"status": "ok", "checkpoint": ...}
+                    -> {"predictions": [{"label": 7, "name": "7", "probabilities": [...]}]}
+                    ("name": the class name, "Ankle boot" for a Fashion-MNIST label 9)
+    GET  /healthz   -> {"status": "ok", "checkpoint": <the file chosen>, "dataset": ...}
     GET  /metrics   Prometheus text: requests by endpoint and code, errors, latency
 
 Bound to 127.0.0.1 unless --host says otherwise; bodies over 1 MiB get 413. Bad input is
@@ -28,8 +29,9 @@ from prometheus_client import (
 
 from mpinet.data.images import as_images, image_from_bytes
 
+from .checkpoints import warn_skipped
 from .log import setup_logging
-from .predict import Predictor
+from .predict import CHECKPOINT_HELP, Predictor
 
 HELP = "serve a checkpoint's predictions over HTTP (POST /predict, GET /healthz, /metrics)"
 MAX_BODY = 2**20
@@ -39,7 +41,7 @@ log = logging.getLogger("mpinet.worker")
 
 
 def add_arguments(parser):
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file (.h5)")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any)")
@@ -47,7 +49,8 @@ def add_arguments(parser):
 
 def run(args):
     setup_logging()
-    server = make_server(Predictor(args.checkpoint), args.host, args.port)
+    predictor = Predictor(args.checkpoint, skipped=warn_skipped)
+    server = make_server(predictor, args.host, args.port)
     host, port = server.server_address[:2]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -55,7 +58,7 @@ def run(args):
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
     log.info("serving %s on http://%s:%d (POST /predict, GET /healthz, GET /metrics)",
-             args.checkpoint, host, port)
+             predictor.path, host, port)  # the file chosen, when given a run directory
     while not stop.wait(0.5):  # the main thread stays free to run the signal handlers
         pass
     log.info("stopping")
@@ -118,7 +121,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _get(self):
         if self.path == "/healthz":
-            return 200, {"status": "ok", "checkpoint": str(self.server.predictor.path)}
+            predictor = self.server.predictor
+            return 200, {"status": "ok", "checkpoint": str(predictor.path),
+                         "dataset": predictor.dataset}
         if self.path == "/metrics":
             return 200, generate_latest(self.server.metrics.registry)
         if self.path == "/predict":
@@ -130,9 +135,11 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest(404 if self.path not in ENDPOINTS else 405,
                              f"POST {self.path}: only POST /predict takes a body")
         images = parse_inputs(self._body(), self.headers.get("Content-Type", ""))
-        probabilities = self.server.predictor.probabilities(images)
+        predictor = self.server.predictor
+        probabilities = predictor.probabilities(images)
         self.server.metrics.predictions.inc(len(images))
         return 200, {"predictions": [{"label": int(p.argmax()),
+                                      "name": predictor.names[int(p.argmax())],
                                       "probabilities": [round(float(v), 6) for v in p]}
                                      for p in probabilities]}
 

@@ -61,7 +61,7 @@ def make_h5(tmp_path):
         if n_val:
             splits["val"] = synthetic_split(n_val, 20000, 3)
         path = tmp_path / name
-        attrs = {"dataset": "synthetic", "val_size": n_val, "val_seed": 0}
+        attrs = {"dataset": "mnist", "val_size": n_val, "val_seed": 0}  # a known data set
         h5file.write(path, splits, attrs)
         return path
 

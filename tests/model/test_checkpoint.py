@@ -7,9 +7,11 @@ import subprocess
 import h5py
 import numpy as np
 import pytest
+from checkpoint_support import SPEC, edit, trained, trainer_meta
 
 from mpinet.model import build, load
 from mpinet.model.checkpoint import (
+    FORMAT_VERSION,
     CheckpointError,
     read,
     restore,
@@ -19,22 +21,7 @@ from mpinet.model.checkpoint import (
 )
 from mpinet.model.optimizers import OPTIMIZERS, create
 
-SPEC = {"name": "simple_cnn", "filters": 4, "hidden": 16, "batchnorm": True}
-META = {"step": 600, "epoch": 2, "position": 100, "world_size": 4, "config": "[data]\n",
-        "test_accuracy": 0.9876, "augment": False}
-
-
-def trained(spec=SPEC, optimizer="adam", steps=2, seed=0):
-    """A network and optimizer after a few real steps: every array holds something."""
-    net = build(spec, seed=seed)
-    opt = create(optimizer)
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        x = rng.random((8, 1, 28, 28), dtype=np.float32)
-        net.loss(x, rng.integers(0, 10, 8))
-        net.backward()
-        opt.update(net.buffer.data, net.buffer.grad)
-    return net, opt
+META = trainer_meta()
 
 
 @pytest.fixture
@@ -59,7 +46,11 @@ def test_round_trip_is_bitwise(saved):
                                                  "eps": 1e-7}
     for key, value in META.items():
         assert ckpt.meta[key] == value and type(ckpt.meta[key]) is type(value), key
-    assert {"mpinet_version", "numpy_version", "h5py_version", "created"} <= set(ckpt.meta)
+    assert set(ckpt.meta) == set(META) | {"mpinet_version", "numpy_version", "h5py_version",
+                                          "created"}
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == FORMAT_VERSION == 2
+        assert len(f.attrs["meta_sha256"]) == 64
     assert ckpt.spec == json.loads(json.dumps(net.spec)) and ckpt.dtype == "float32"
     assert not list(path.parent.glob(".*tmp*"))  # no temporary file left behind
 
@@ -77,7 +68,7 @@ def test_load_gives_a_network_that_predicts_the_same(saved, rng):
 def test_restore_continues_training_bitwise(tmp_path, name):
     spec = {"name": "mlp", "hidden": [20], "batchnorm": True}
     net, opt = trained(spec, name, steps=3)
-    save(tmp_path / "c.h5", net, opt)
+    save(tmp_path / "c.h5", net, opt, {"step": 3})
     other, other_opt = build(spec, seed=9), create(name)
     views = dict(other.buffer.params)
     restore(read(tmp_path / "c.h5"), other, other_opt)
@@ -92,11 +83,11 @@ def test_restore_continues_training_bitwise(tmp_path, name):
 
 def test_an_optimizer_before_its_first_step_and_no_optimizer(tmp_path):
     net = build({"name": "mlp", "hidden": [10]})
-    save(tmp_path / "a.h5", net, create("momentum"))
+    save(tmp_path / "a.h5", net, create("momentum"), {"step": 0})
     assert read(tmp_path / "a.h5").optimizer == {
         "name": "momentum", "iter": 0, "v": None,
         "hyperparameters": {"lr": 0.01, "momentum": 0.9}}
-    save(tmp_path / "b.h5", net)
+    save(tmp_path / "b.h5", net, meta={"step": 0})
     ckpt = read(tmp_path / "b.h5")
     assert ckpt.optimizer is None
     with pytest.raises(CheckpointError, match="holds no optimizer state"):
@@ -115,24 +106,45 @@ def test_restore_refuses_another_network_or_optimizer(saved):
 
 
 def test_rng_state_round_trips_through_meta(tmp_path):
-    rng = np.random.default_rng((3, 1))
-    rng.random(5)
+    rngs = [np.random.default_rng((3, rank)) for rank in range(2)]
+    for rng in rngs:
+        rng.random(5)
     net = build({"name": "mlp", "hidden": [10]})
-    save(tmp_path / "c.h5", net, meta={"dropout_rng": rng_state(rng)})
-    expected = rng.random(4)
+    text = "[" + ", ".join(rng_state(rng) for rng in rngs) + "]"
+    save(tmp_path / "c.h5", net, meta={"step": 1, "dropout_rngs": text})
+    expected = rngs[1].random(4)
     other = np.random.default_rng(0)
-    set_rng_state(other, read(tmp_path / "c.h5").meta["dropout_rng"])
+    stored = json.loads(read(tmp_path / "c.h5").meta["dropout_rngs"])
+    set_rng_state(other, json.dumps(stored[1]))
     assert np.array_equal(other.random(4), expected)
 
 
 @pytest.mark.parametrize("meta, message", [
-    ({"dtype": "x"}, "reserved"),
-    ({"order": [1, 2]}, "order=.* is a list"),
+    ({"step": 1, "dtype": "x"}, "checkpoint meta: key dtype is reserved; expected a key of "
+                                "step, epoch, .*; save\\(\\) writes dtype itself, leave it out"),
+    ({"step": 1, "order": [1, 2]}, "checkpoint meta: key order is unknown; expected one of step"),
+    ({"step": -3}, "checkpoint meta: step is -3; expected an integer >= 0; pass a value"),
+    ({"step": True}, "checkpoint meta: step is a boolean True; expected an integer >= 0"),
+    ({"step": "600"}, "checkpoint meta: step is the text '600'; expected an integer >= 0"),
+    ({"step": 1, "test_accuracy": 1.5}, "test_accuracy is 1.5; expected a float in \\[0, 1\\]"),
+    ({"step": 1, "running": "[[1, 2]]"}, "running is '\\[\\[1, 2\\]\\]'; expected JSON text of a "
+                                         "list of \\[loss sum, correct, samples\\]"),
+    ({"step": 1, "config": "[data"}, "config is '\\[data'; expected TOML text"),
+    ({"epoch": 1}, "checkpoint meta: step is missing; expected an integer >= 0"),
 ])
 def test_bad_meta_is_refused_before_writing(tmp_path, meta, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(CheckpointError, match=message) as error:
         save(tmp_path / "c.h5", build({"name": "mlp", "hidden": [10]}), meta=meta)
+    assert "\n" not in str(error.value) and isinstance(error.value, ValueError)
     assert not list(tmp_path.iterdir())
+
+
+def test_numpy_numbers_in_meta_are_stored_as_python_types(tmp_path):
+    meta = {"step": np.int64(5), "pixel_mean": np.float32(0.25), "train_seconds": 2}
+    save(tmp_path / "c.h5", build({"name": "mlp", "hidden": [10]}), meta=meta)
+    stored = read(tmp_path / "c.h5").meta
+    assert (stored["step"], stored["pixel_mean"], stored["train_seconds"]) == (5, 0.25, 2.0)
+    assert type(stored["step"]) is int and type(stored["train_seconds"]) is float
 
 
 def test_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
@@ -167,11 +179,14 @@ def truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
-def edit(change):
-    def damage(path):
-        with h5py.File(path, "r+") as f:
-            change(f)
-    return damage
+def changed(change, reseal=False):
+    return lambda path: edit(path, change, reseal)
+
+
+def add_dataset(f, name, data):
+    """A dataset as save() writes one: with the sha256 of its bytes."""
+    f.create_dataset(name, data=data).attrs["sha256"] = __import__("hashlib").sha256(
+        np.ascontiguousarray(data).tobytes()).hexdigest()
 
 
 def write_nan(f):
@@ -182,36 +197,39 @@ def write_nan(f):
     ds.attrs["sha256"] = __import__("hashlib").sha256(values.tobytes()).hexdigest()
 
 
+CORRUPT = "; the file is corrupt, use an earlier checkpoint"
+# The array checks; every rule about attributes and members is in test_checkpoint_schema.py.
+# reseal=True: meta_sha256 recomputed after the edit, so the check behind it is reached.
 DAMAGE = {
-    "flipped bytes": (flip_bytes, "/params/affine1.W checksum mismatch"),
-    "truncated": (truncate, "not a readable HDF5 file"),
-    "not HDF5": (lambda p: p.write_text("step = 600\n"), "not a readable HDF5 file"),
-    "format version": (edit(lambda f: f.attrs.modify("format_version", 99)),
-                       "format version 99, this mpinet reads version 1"),
-    "no version": (edit(lambda f: f.attrs.__delitem__("format_version")),
-                   "not an mpinet checkpoint"),
-    "other spec": (edit(lambda f: f.attrs.modify("model_spec", json.dumps({**SPEC,
-                                                                           "hidden": 32}))),
-                   r"/params/affine1.W has float32 \(576, 16\), the model spec needs float32 "
-                   r"\(576, 32\)"),
-    "bad spec": (edit(lambda f: f.attrs.modify("model_spec", '{"name": "resnet"}')),
-                 "model spec or dtype unusable"),
-    "missing array": (edit(lambda f: f.__delitem__("params/affine2.b")),
-                      "/params/affine2.b is missing"),
-    "missing state": (edit(lambda f: f.__delitem__("state/bn1.running_var")),
+    "flipped bytes": (flip_bytes, "/params/affine1.W does not match its sha256 attribute; "
+                                  "expected the bytes that were saved" + CORRUPT),
+    "truncated": (truncate, r"not a readable HDF5 file \(.*\); expected a checkpoint; it is "
+                            r"truncated or damaged, use another"),
+    "not HDF5": (lambda p: p.write_bytes(b"step = 600\n" * 200), "not a readable HDF5 file"),
+    "other spec": (changed(lambda f: f.attrs.modify("model_spec", json.dumps(
+        {**SPEC, "hidden": 32})), reseal=True),
+        r"/params/affine1.W has float32 \(576, 16\); the model spec needs float32 "
+        r"\(576, 32\)" + CORRUPT),
+    "bad spec": (changed(lambda f: f.attrs.modify("model_spec", '{"name": "resnet"}'), True),
+                 "attribute model_spec is not a spec this mpinet builds \\(model.name: got "
+                 "'resnet'.*\\); expected one of its model specs; use a matching mpinet version"),
+    "missing array": (changed(lambda f: f.__delitem__("params/affine2.b")),
+                      r"/params/affine2.b is missing; expected a float32 array of shape "
+                      r"\(10,\)" + CORRUPT),
+    "missing state": (changed(lambda f: f.__delitem__("state/bn1.running_var")),
                       "/state/bn1.running_var is missing"),
-    "extra array": (edit(lambda f: f.create_dataset("params/affine9.W", data=np.zeros(2))),
-                    "/params/affine9.W is not in the model spec's layout"),
-    "wrong dtype": (edit(lambda f: (f.__delitem__("params/conv1.b"),
-                                    f.create_dataset("params/conv1.b", data=np.zeros(4)))),
-                    r"/params/conv1.b has float64 \(4,\), the model spec needs float32"),
-    "non-finite": (edit(write_nan), "/params/conv1.b holds NaN or Inf"),
-    "no checksum": (edit(lambda f: f["params/conv1.W"].attrs.__delitem__("sha256")),
-                    "/params/conv1.W has no sha256"),
-    "optimizer state": (edit(lambda f: f.__delitem__("optimizer/v")),
+    "extra array": (changed(lambda f: add_dataset(f, "params/affine9.W", np.zeros(2))),
+                    "/params/affine9.W is not in the layout of its model_spec; expected only "
+                    "conv1.W, conv1.b, .*, affine2.b" + CORRUPT),
+    "wrong dtype": (changed(lambda f: (f.__delitem__("params/conv1.b"),
+                                       add_dataset(f, "params/conv1.b", np.zeros(4)))),
+                    r"/params/conv1.b has float64 \(4,\); the model spec needs float32"),
+    "non-finite": (changed(write_nan), "/params/conv1.b holds NaN or Inf; expected finite "
+                                       "numbers .*; use an earlier checkpoint"),
+    "optimizer state": (changed(lambda f: f.__delitem__("optimizer/v")),
                         "/optimizer/v is missing"),
-    "optimizer name": (edit(lambda f: f["optimizer"].attrs.modify("name", "lion")),
-                       "/optimizer has name 'lion'"),
+    "optimizer array": (changed(lambda f: add_dataset(f, "optimizer/h", np.zeros(3))),
+                        "/optimizer/h is not part of adam's state; expected only m, v"),
 }
 
 

@@ -6,7 +6,6 @@ pixels; tests/worker/test_plots_command.py runs `mpinet plot` on a real trained 
 
 import json
 import logging
-import os
 import re
 
 import numpy as np
@@ -199,22 +198,25 @@ def test_without_predictions_or_a_checkpoint_the_prediction_plots_are_skipped_an
     assert f"plots: skipped confusion.png, misclassified.png: {reason}" in caplog.messages
 
 
-def test_checkpoint_for_prefers_the_given_file_then_latest_then_the_newest(tmp_path):
-    folder = tmp_path / "checkpoints"
-    folder.mkdir()
+def test_checkpoint_for_resolves_as_every_command_does(tmp_path):
+    """The given file (or pointer), else the run's `latest`, else its newest valid step."""
+    from checkpoint_support import trained
+
+    from mpinet.model.checkpoint import save
+
     with pytest.raises(FileNotFoundError, match=r"no checkpoint; expected ckpt-\*\.h5"):
         plots.checkpoint_for(tmp_path)
-    for age, step in enumerate((200, 300, 100)):  # the newest is 200, not the highest step
-        path = folder / f"ckpt-{step:08d}.h5"
-        path.write_bytes(b"")
-        os.utime(path, (1e9 - age, 1e9 - age))
-    assert plots.checkpoint_for(tmp_path).name == "ckpt-00000200.h5"
-    (folder / "latest").write_text("ckpt-00000300.h5\n")
-    assert plots.checkpoint_for(tmp_path) == folder / "ckpt-00000300.h5"
-    (folder / "latest").unlink()
-    (folder / "latest").symlink_to("ckpt-00000100.h5")
-    assert plots.checkpoint_for(tmp_path).name == "ckpt-00000100.h5"
-    assert plots.checkpoint_for(tmp_path, "elsewhere.h5").name == "elsewhere.h5"
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    net, opt = trained({"name": "mlp", "hidden": [8]})
+    for step in (200, 300, 100):
+        save(folder / f"ckpt-{step:08d}.h5", net, opt, {"step": step})
+    assert plots.checkpoint_for(tmp_path).name == "ckpt-00000300.h5"  # the newest step
+    (folder / "latest").write_text("ckpt-00000100.h5\n")
+    assert plots.checkpoint_for(tmp_path).name == "ckpt-00000100.h5"  # latest wins
+    chosen = plots.checkpoint_for(tmp_path, folder / "ckpt-00000200.h5")
+    assert chosen == folder / "ckpt-00000200.h5"
+    assert plots.checkpoint_for(tmp_path, folder / "latest").name == "ckpt-00000100.h5"
 
 
 def test_from_scores_gives_the_argmax_and_its_softmax_probability():

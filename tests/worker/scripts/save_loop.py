@@ -17,7 +17,7 @@ net = build({"name": "mlp", "hidden": [700, 700]}, seed=0)  # 1M parameters: 12 
 optimizer = create("adam")
 net.buffer.grad[...] = 0.5
 optimizer.update(net.buffer.data, net.buffer.grad)  # so that m and v exist
-found = find_resume(run_dir, "auto")
+found = find_resume(run_dir)  # None: nothing saved yet
 step = 0 if found is None else int(found.meta["step"])
 checkpoints = CheckpointDir(run_dir, keep_last=2)
 print("ready", flush=True)
