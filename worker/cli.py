@@ -72,6 +72,16 @@ def main(argv=None):
         return EXIT_INTERRUPTED
 
 
+def print_out(text):
+    """print() for a command's result: a reader that stops early (`mpinet eval R | head -1`)
+    is not an error, so a closed pipe ends the output quietly, as for other Unix tools."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail
+
+
 def _one_line(e):
     return " ".join(str(e).split()) or type(e).__name__
 

@@ -22,6 +22,7 @@ from mpinet.model.checkpoint import network, read, resolve
 from mpinet.model.functions import softmax_loss
 
 from .checkpoints import warn_skipped
+from .cli import print_out
 from .log import setup_logging
 from .predict import CHECKPOINT_HELP, checkpoint_config, data_path, trained_on
 
@@ -59,7 +60,7 @@ def run(args):
             report = summarise(counts, loss_sum[0], chosen, path, args.split)
             report["class_names"] = names
             report["ranks"] = comm.world_size
-            print(json.dumps(report) if args.json else format_report(report))
+            print_out(json.dumps(report) if args.json else format_report(report))
     return 0
 
 

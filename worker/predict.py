@@ -22,6 +22,8 @@ from mpinet.data.images import load_array, load_image
 from mpinet.data.prepare import default_out
 from mpinet.model.checkpoint import network, read
 
+from .cli import print_out
+
 HELP = ("predict the class (the digit, or the Fashion-MNIST article) of PNG/JPEG/PGM images "
         "or .npy arrays with a checkpoint")
 CHECKPOINT_HELP = "a checkpoint file, a run directory or its checkpoints/latest"
@@ -47,11 +49,11 @@ def run(args):
     rows = [prediction(name, p, args.top, predictor.names)
             for name, p in zip(inputs, probabilities, strict=True)]
     if args.json:
-        print(json.dumps({"checkpoint": str(predictor.path), "dataset": predictor.dataset,
+        print_out(json.dumps({"checkpoint": str(predictor.path), "dataset": predictor.dataset,
                           "predictions": rows}))
     else:
         for row in rows:
-            print(format_row(row, predictor.digits))
+            print_out(format_row(row, predictor.digits))
     return 0
 
 

@@ -160,3 +160,17 @@ def test_eval_of_a_split_the_file_lacks_is_one_line(checkpoint, mnist_h5):
     assert len(lines) == 1 and lines[0].endswith(
         f"ERROR data file {mnist_h5}: has no /val split; expected one of train, test; prepare "
         f"a file with `mpinet prepare --val N` for /val, or pass --split test"), lines
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_a_reader_that_stops_early_is_not_an_error(checkpoint, test_digits, tmp_path, command):
+    """`mpinet eval CKPT | head -1`: the closed pipe ends the output quietly, exit 0."""
+    digits = tmp_path / "digits.npy"
+    np.save(digits, np.repeat(test_digits[0], 2000, axis=0))  # more lines than a pipe holds
+    argv = [*mpinet_command(), command, str(checkpoint)] + ([str(digits)] * (command == "predict"))
+    done = subprocess.run(" ".join(argv) + " | head -1; exit ${PIPESTATUS[0]}", shell=True,
+                          executable="/bin/bash", capture_output=True, text=True, timeout=60,
+                          env=job_environment())
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 1 and "Broken pipe" not in done.stderr
+    assert "ERROR" not in done.stderr and "Traceback" not in done.stderr
