@@ -49,6 +49,7 @@ SUBCOMMANDS = {
     "predict": "mpinet.worker.predict",
     "serve": "mpinet.worker.serve",
     "plot": "mpinet.worker.plots",
+    "report": "mpinet.worker.report",
 }
 
 

@@ -77,6 +77,7 @@ class TrainConfig:
     eval_every: int = 0  # also evaluate every N steps; 0 = at epoch ends only
     log_every: int = 50  # one progress line every N steps (when stderr is not a terminal)
     max_steps: int = 0  # stop after this many steps; 0 = no limit
+    stop_after: int = 0  # stop (checkpointed) after this step, the schedule unchanged; 0 = off
     checkpoint_every: int = 0  # also checkpoint every N steps (always at epoch ends)
     keep_last: int = 3  # checkpoints kept (0 = all)
     keep_best: bool = False  # also keep the one with the best test accuracy
@@ -120,8 +121,8 @@ CHOICES = {
 POSITIVE = ("optim.lr", "optim.accumulate", "optim.step_size", "train.epochs",
             "train.batch_size", "train.log_every", "train.collective_timeout")
 NON_NEGATIVE = ("data.shift", "data.rotate", "optim.warmup_steps", "optim.clip_norm",
-                "optim.min_lr", "train.eval_every", "train.max_steps", "train.check_every",
-                "train.checkpoint_every", "train.keep_last",
+                "optim.min_lr", "train.eval_every", "train.max_steps", "train.stop_after",
+                "train.check_every", "train.checkpoint_every", "train.keep_last",
                 "train.blas_threads")
 
 
@@ -130,6 +131,7 @@ NON_NEGATIVE = ("data.shift", "data.rotate", "optim.warmup_steps", "optim.clip_n
 # fingerprint is checked anyway), metrics. Every other key alters the model, the data or
 # the optimizer state, and a resume refuses to change it.
 RESUMABLE = ("data.path", "data.source", "data.prefetch", "train.epochs", "train.max_steps",
+             "train.stop_after",
              "train.eval_every", "train.log_every", "train.checkpoint_every", "train.keep_last",
              "train.keep_best", "train.check_every", "train.collective_timeout",
              "train.blas_threads", "train.plots", "train.fail_rank", "train.fail_step",

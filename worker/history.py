@@ -2,6 +2,7 @@
 
     history.jsonl   one object per evaluation (epoch, step, train/test loss and accuracy, ...)
     steps.jsonl     one object every train.log_every steps: step, epoch, train_loss, lr
+    environment.jsonl  one object per leg (worker/environment.py)
     summary.json    written last, at every end of a run (finished, pre-empted or stopped)
 
 `epoch` is the same number everywhere (log, metrics, these files): completed epochs as a
@@ -16,7 +17,7 @@ from pathlib import Path
 from .files import append_json, read_jsonl, replace_text
 
 log = logging.getLogger("mpinet.worker")
-FILES = ("history.jsonl", "steps.jsonl")
+FILES = ("history.jsonl", "steps.jsonl", "environment.jsonl")  # rows kept up to a resume's step
 
 
 class History:

@@ -29,6 +29,7 @@ from mpinet.model.optimizers import create
 from mpinet.model.schedules import learning_rate
 
 from .config import config_hash, model_spec
+from .environment import describe
 from .files import written
 from .history import History, Progress
 from .metrics import Metrics
@@ -107,7 +108,8 @@ def train(cfg, comm, run_dir, ckpt=None):
 
     # -- the start is accepted: from here on, the run directory is written ----------------
     checkpoints = make_checkpoint_dir(cfg, comm, run_dir)
-    history = commit(cfg, comm, run_dir, resumed, lambda: History(run_dir, step, resumed.source))
+    leg = describe(comm, step)  # dist: every rank's host
+    history = commit(cfg, comm, run_dir, lambda: History(run_dir, step, resumed.source), leg)
     log_start(cfg, comm, net, path, how, batches, schedule, resumed, metrics)
     world_sizes = resumed.world_sizes + [comm.world_size]
     clock = Clock(resumed.elapsed_seconds, resumed.train_seconds)
@@ -154,6 +156,8 @@ def train(cfg, comm, run_dir, ckpt=None):
                 history.append(row)
                 metrics.observe_eval(row)
             stop = preemption.requested(comm)  # dist: a signal on any rank stops all
+            if stop is None and step == cfg.train.stop_after:  # the schedule stays the same
+                stop = (f"train.stop_after={step}", 0)
             if stop or due(step, cfg.train.checkpoint_every, schedule.steps_per_epoch,
                            schedule.total_steps):
                 seconds = save_checkpoint(cfg, comm, checkpoints, net, optimizer, step,
@@ -177,7 +181,7 @@ def train(cfg, comm, run_dir, ckpt=None):
         model=cfg.model.name, dataset=cfg.data.dataset, data=str(path),
         world_size=comm.world_size, world_sizes=world_sizes, steps=step,
         total_steps=schedule.total_steps, epochs=step / schedule.steps_per_epoch,
-        complete=step >= schedule.total_steps, preempted=stop is not None,
+        complete=step >= schedule.total_steps, preempted=bool(stop and stop[1]),
         stopped_by=stop and stop[0], exit_code=stop[1] if stop else 0,
         final_checkpoint=checkpoints and str(checkpoints.latest()),
         best_checkpoint=checkpoints and _str(checkpoints.best_file()),

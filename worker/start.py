@@ -14,7 +14,9 @@ from mpinet.data.h5file import open_checked
 from mpinet.data.prepare import describe, ensure_prepared
 
 from .config import write_config
+from .environment import record
 from .files import written
+from .history import History
 
 log = logging.getLogger("mpinet.worker")
 
@@ -62,9 +64,10 @@ def open_data(cfg, comm, path):
     return result
 
 
-def commit(cfg, comm, run_dir, resumed, make_history):
-    """Rank 0 creates the run directory and writes config.toml and the history files (after
-    the checkpoint was accepted: a refused resume writes nothing) -> History (every rank)."""
+def commit(cfg, comm, run_dir, make_history, leg):
+    """Rank 0 creates the run directory and writes config.toml, the history files and this
+    leg's environment (after the checkpoint was accepted: a refused resume writes nothing)
+    -> History (every rank)."""
     error, history = None, None
     if comm.is_root:
         try:
@@ -73,14 +76,11 @@ def commit(cfg, comm, run_dir, resumed, make_history):
             with written(Path(run_dir) / "config.toml"):
                 write_config(cfg, run_dir)
             history = make_history()
+            record(run_dir, leg)
         except (ValueError, OSError) as e:
             error = e
     fail_together(comm, "creating the run directory", error)  # dist
-    if not comm.is_root:
-        from .history import History
-
-        history = History(None)
-    return history
+    return history if comm.is_root else History(None)  # only rank 0 writes
 
 
 def log_start(cfg, comm, net, path, how, batches, schedule, resumed, metrics):

@@ -61,9 +61,13 @@ def run(args):
         summary, _ = train(cfg, comm, run_dir, ckpt)
         if summary is None or summary["exit_code"]:  # already complete, or stopped
             return 0 if summary is None else summary["exit_code"]
-        log.info("done: test accuracy %.4f (best %.4f) after %d steps in %.1f s; %s",
-                 summary["final_test_accuracy"], summary["best_test_accuracy"],
-                 summary["steps"], summary["wall_seconds"], run_dir)
+        if summary["final_test_accuracy"] is None:  # stopped before any evaluation
+            log.info("done: %d steps in %.1f s, no evaluation yet; %s", summary["steps"],
+                     summary["wall_seconds"], run_dir)
+        else:
+            log.info("done: test accuracy %.4f (best %.4f) after %d steps in %.1f s; %s",
+                     summary["final_test_accuracy"], summary["best_test_accuracy"],
+                     summary["steps"], summary["wall_seconds"], run_dir)
     return 0
 
 
