@@ -50,6 +50,7 @@ SUBCOMMANDS = {
     "serve": "mpinet.worker.serve",
     "plot": "mpinet.worker.plots",
     "report": "mpinet.worker.report",
+    "export": "mpinet.worker.export",
 }
 
 

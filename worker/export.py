@@ -1,0 +1,142 @@
+"""`mpinet export CHECKPOINT --format onnx --out model.onnx`: the network for other runtimes.
+
+The network's plan (model/networks.py) maps one to one onto standard ONNX operators, in the
+book's order: Conv, Relu/Sigmoid/Tanh, MaxPool, BatchNormalization, Flatten, Gemm; dropout
+is the identity at inference and left out. Weights keep the book's shapes, which are ONNX's
+own (conv W (FN, C, FH, FW) = OIHW; affine W (in, out) with Gemm's transB = 0). The input is
+(N, 1, 28, 28) float32 pixels in [0, 1], 1 = ink, the batch dynamic; a network trained on
+standardised pixels has the Sub/Div folded in front. The output is the scores ("logits");
+the class names, data set and input convention are in the model's metadata.
+
+onnx is an optional extra (`pip install "mpinet[onnx]"`): training never needs it.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mpinet.data import class_names
+from mpinet.model.checkpoint import read, resolve
+
+from .predict import CHECKPOINT_HELP, pixel_stats, trained_on
+
+HELP = "export a checkpoint's network to ONNX, for onnxruntime and other runtimes"
+OPSET = 17
+BN_EPS = 1e-5  # model/layers.py BatchNormalization
+
+
+def add_arguments(parser):
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
+    parser.add_argument("--format", choices=("onnx",), default="onnx",
+                        help="the file format (default onnx)")
+    parser.add_argument("--out", metavar="FILE", required=True, help="the file to write")
+
+
+def run(args):
+    try:
+        import onnx
+    except ImportError:
+        raise ValueError('--format onnx: the onnx package is not installed; expected the '
+                         'optional extra; pip install "mpinet[onnx]"') from None
+    ckpt = read(resolve(args.checkpoint))
+    model = to_onnx(ckpt)
+    onnx.checker.check_model(model)
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        onnx.save(model, tmp)
+        tmp.replace(out)  # never half a model under its name
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {out}: {ckpt.spec['name']} from {ckpt.path}, {len(model.graph.node)} ONNX "
+          f"nodes (opset {OPSET}), input (N, 1, 28, 28) float32, output scores")
+    return 0
+
+
+def to_onnx(ckpt):
+    """The checkpoint's network as an onnx.ModelProto."""
+    from onnx import TensorProto, helper
+
+    from mpinet.model import build
+
+    if ckpt.dtype != "float32":
+        raise ValueError(f"checkpoint {ckpt.path}: holds {ckpt.dtype} parameters; expected "
+                         f"float32 for ONNX export; train with model.dtype = \"float32\"")
+    net = build(ckpt.spec, dtype=ckpt.dtype)
+    graph = Graph(ckpt)
+    x = "input"
+    stats = pixel_stats(ckpt)
+    if stats is not None:  # trained on standardised pixels: (x - mean) / std first
+        x = graph.node("Sub", [x, graph.constant("pixel_mean", stats[0])])
+        x = graph.node("Div", [x, graph.constant("pixel_std", stats[1])])
+    if ckpt.spec["name"] == "mlp":
+        x = graph.node("Flatten", [x], axis=1)
+    for name, kind, a in net.plan:
+        x = graph.layer(name, kind, a, x)
+    classes = int(ckpt.spec.get("output_size", 10))
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])]
+    outputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", classes])]
+    model = helper.make_model(
+        helper.make_graph(graph.nodes, f"mpinet_{ckpt.spec['name']}", inputs, outputs,
+                          graph.initializers),
+        opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mpinet")
+    dataset = trained_on(ckpt)
+    helper.set_model_props(model, {
+        "dataset": dataset, "class_names": json.dumps(class_names(dataset, classes)),
+        "input": "pixels in [0, 1], 1 = ink (MNIST's convention), shape (N, 1, 28, 28)",
+        "output": "scores (before softmax); the argmax is the label",
+        "model_spec": json.dumps(ckpt.spec, sort_keys=True)})
+    return model
+
+
+class Graph:
+    """The nodes and initializers being built, with fresh names for intermediate tensors."""
+
+    def __init__(self, ckpt):
+        self.ckpt, self.nodes, self.initializers, self.count = ckpt, [], [], 0
+
+    def node(self, op, inputs, **attributes):
+        from onnx import helper
+
+        self.count += 1
+        out = f"{op.lower()}_{self.count}"
+        self.nodes.append(helper.make_node(op, inputs, [out], **attributes))
+        return out
+
+    def constant(self, name, value):
+        from onnx import numpy_helper
+
+        self.initializers.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    def tensor(self, name):
+        """A parameter (or BatchNorm state) by its checkpoint name, as an initializer."""
+        arrays = self.ckpt.state if name in self.ckpt.state else self.ckpt.params
+        return self.constant(name, arrays[name])
+
+    def layer(self, name, kind, a, x):
+        """Append the ONNX node(s) of one plan entry -> the name of its output."""
+        if kind in ("to_nhwc", "dropout"):  # ONNX maps are NCHW; dropout: identity here
+            return x
+        if kind == "conv":
+            pad = a["pad"]
+            return self.node("Conv", [x, self.tensor(f"{name}.W"), self.tensor(f"{name}.b")],
+                             strides=[a["stride"]] * 2, pads=[pad] * 4)
+        if kind == "affine":
+            return self.node("Gemm", [x, self.tensor(f"{name}.W"), self.tensor(f"{name}.b")])
+        if kind == "bn":
+            return self.node("BatchNormalization",
+                             [x, self.tensor(f"{name}.gamma"), self.tensor(f"{name}.beta"),
+                              self.tensor(f"{name}.running_mean"),
+                              self.tensor(f"{name}.running_var")], epsilon=BN_EPS)
+        if kind == "pool":
+            return self.node("MaxPool", [x], kernel_shape=[a["size"]] * 2,
+                             strides=[a["size"]] * 2)
+        if kind == "flatten":
+            return self.node("Flatten", [x], axis=1)
+        ops = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+        if kind in ops:
+            return self.node(ops[kind], [x])
+        raise ValueError(f"checkpoint {self.ckpt.path}: layer {name} of kind {kind!r}; "
+                         f"expected one ONNX export knows; export is not available for it")
