@@ -37,6 +37,7 @@ from .checkpoint_schema import (
 )
 from .networks import build
 from .optimizers import OPTIMIZERS
+from .weights16 import STORED, to_stored
 
 __all__ = ["FORMAT_VERSION", "META", "NAME", "Checkpoint", "CheckpointError",
            "checkpoint_files", "fsync", "load", "locate", "network", "optimizer_name", "read",
@@ -46,18 +47,23 @@ __all__ = ["FORMAT_VERSION", "META", "NAME", "Checkpoint", "CheckpointError",
 # -- writing ------------------------------------------------------------------------------
 
 
-def save(path, net, optimizer=None, meta=None):
+def save(path, net, optimizer=None, meta=None, weights=None):
     """Write `net` (and `optimizer`, `meta`) to `path` atomically; return the path.
 
     meta: the keys of META (checkpoint_schema.py), "step" required, e.g.
     {"step": 600, "config": toml_text}; anything else is refused before writing.
+    weights: None, or "float16"/"bfloat16" for an inference-only file of 16-bit arrays.
     """
     path = Path(path)
     meta = check_meta(dict(meta or {}))
+    if weights is not None and (weights not in STORED or optimizer is not None):
+        raise ValueError(f"checkpoint {path}: weights={weights!r} with an optimizer "
+                         f"{optimizer is not None}; expected float16 or bfloat16 and no "
+                         f"optimizer (16-bit checkpoints are for inference)")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with h5py.File(tmp, "w", locking=False) as f:
-            _write(f, net, optimizer, meta)
+            _write(f, net, optimizer, meta, weights)
         fsync(tmp)  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     except BaseException:
@@ -67,8 +73,10 @@ def save(path, net, optimizer=None, meta=None):
     return path
 
 
-def _write(f, net, optimizer, meta):
+def _write(f, net, optimizer, meta, weights=None):
     f.attrs["format_version"] = FORMAT_VERSION
+    if weights is not None:
+        f.attrs["weights"] = weights
     f.attrs["model_spec"] = json.dumps(net.spec, sort_keys=True)
     f.attrs["dtype"] = str(net.dtype)
     f.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -76,8 +84,8 @@ def _write(f, net, optimizer, meta):
         f.attrs[f"{name}_version"] = _version(name)
     for key, value in meta.items():
         f.attrs[key] = value
-    _write_arrays(f.create_group("params"), net.buffer.params)
-    _write_arrays(f.create_group("state"), net.state.params)
+    _write_arrays(f.create_group("params"), net.buffer.params, weights)
+    _write_arrays(f.create_group("state"), net.state.params, weights)
     if optimizer is not None:
         group = f.create_group("optimizer")
         group.attrs["name"] = optimizer_name(optimizer)
@@ -91,9 +99,9 @@ def _write(f, net, optimizer, meta):
     f.attrs["meta_sha256"] = meta_digest(f)
 
 
-def _write_arrays(group, arrays):
+def _write_arrays(group, arrays, weights=None):
     for name, array in arrays.items():
-        array = np.ascontiguousarray(array)
+        array = np.ascontiguousarray(array if weights is None else to_stored(array, weights))
         dataset = group.create_dataset(name, data=array)  # contiguous: plain bytes on disk
         dataset.attrs["sha256"] = sha256(array)
 

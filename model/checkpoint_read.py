@@ -33,6 +33,7 @@ from .checkpoint_schema import (
 )
 from .networks import build
 from .optimizers import create
+from .weights16 import STORED, from_stored
 
 GROUPS = ("params", "state", "optimizer")  # optimizer: absent when none was saved
 
@@ -84,11 +85,15 @@ def _read_open(f, where, path):
                               f"/optimizer attributes; expected them as saved (one was changed "
                               f"since); {CORRUPT}")
     spec, dtype, net = _build(attrs, where)
-    params = _read_group(f, "params", net.buffer.specs, dtype, where)
-    state = _read_group(f, "state", net.state.specs, dtype, where)
+    weights = attrs.get("weights")  # 16-bit arrays: read back into `dtype`
+    params = _read_group(f, "params", net.buffer.specs, dtype, where, weights)
+    state = _read_group(f, "state", net.state.specs, dtype, where, weights)
+    if weights is not None and "optimizer" in f:
+        raise CheckpointError(f"{where}: /optimizer in a {weights} checkpoint; expected none "
+                              f"(16-bit checkpoints are for inference); {CORRUPT}")
     optimizer = _read_optimizer(f, net.buffer.size, dtype, where)
     meta = {k: v for k, v in attrs.items()
-            if k not in ("format_version", "model_spec", "dtype", "meta_sha256")}
+            if k not in ("format_version", "model_spec", "dtype", "meta_sha256", "weights")}
     return Checkpoint(path, spec, dtype, params, state, optimizer, meta), net
 
 
@@ -140,7 +145,7 @@ def _build(attrs, where):
     return spec, dtype, net
 
 
-def _read_group(f, group_name, specs, dtype, where):
+def _read_group(f, group_name, specs, dtype, where, weights=None):
     """The arrays of /params or /state, checked against the (name, shape) specs."""
     group = f.get(group_name)
     if group is None:
@@ -154,22 +159,26 @@ def _read_group(f, group_name, specs, dtype, where):
                               f"{CORRUPT}")
     arrays = {}
     for name, shape in specs:
-        arrays[name] = _read_array(group, name, shape, dtype, f"{where}: /{group_name}/{name}")
+        arrays[name] = _read_array(group, name, shape, dtype, f"{where}: /{group_name}/{name}",
+                                   weights)
     return arrays
 
 
-def _read_array(group, name, shape, dtype, what):
+def _read_array(group, name, shape, dtype, what, weights=None):
+    stored = np.dtype(dtype) if weights is None else STORED[weights]
     dataset = group.get(name)
     if dataset is None:
-        raise CheckpointError(f"{what} is missing; expected a {np.dtype(dtype)} array of "
+        raise CheckpointError(f"{what} is missing; expected a {stored} array of "
                               f"shape {tuple(shape)}; {CORRUPT}")
-    if dataset.dtype != np.dtype(dtype) or dataset.shape != tuple(shape):
+    if dataset.dtype != stored or dataset.shape != tuple(shape):
         raise CheckpointError(f"{what} has {dataset.dtype} {dataset.shape}; the model spec "
-                              f"needs {np.dtype(dtype)} {tuple(shape)}; {CORRUPT}")
+                              f"needs {stored} {tuple(shape)}; {CORRUPT}")
     array = dataset[()]
     if sha256(array) != plain(dataset.attrs["sha256"]):
         raise CheckpointError(f"{what} does not match its sha256 attribute; expected the bytes "
                               f"that were saved; {CORRUPT}")
+    if weights is not None:
+        array = from_stored(array, weights, dtype)
     if not np.all(np.isfinite(array)):
         raise CheckpointError(f"{what} holds NaN or Inf; expected finite numbers (training "
                               f"diverged before this save); use an earlier checkpoint")

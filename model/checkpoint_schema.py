@@ -169,7 +169,9 @@ WRITTEN = {
     "h5py_version": TEXT,
     "meta_sha256": DIGEST,
 }
-ROOT = {**WRITTEN, **META}
+# Optional, written by export: the arrays are stored in 16 bits (model/weights16.py).
+WEIGHTS = {"weights": Rule(str, "float16 or bfloat16", lambda v: v in ("float16", "bfloat16"))}
+ROOT = {**WRITTEN, **WEIGHTS, **META}
 OPTIMIZER = {"name": Rule(str, f"one of {', '.join(sorted(OPTIMIZERS))}", OPTIMIZERS.__contains__),
              "iter": COUNT,
              **{key: Rule(float, "a finite float >= 0", lambda v: v >= 0)

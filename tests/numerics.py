@@ -23,19 +23,22 @@ def gamma(n, dtype):
     return nu / (1 - nu)
 
 
-def affine_relu_logit_bound(layers, x, dtype):
+def affine_relu_logit_bound(layers, x, dtype, rounding=None):
     """|logits(order A) - logits(order B)|, elementwise, for x -> [affine -> relu]* -> affine.
 
     layers: [(W, b), ...] as float64 arrays. First-order propagation of gamma bounds: each
     affine's output is within gamma(K + 1) * (|x| @ |W| + |b|) of exact (K inputs and the
     bias), ReLU does not enlarge an error (1-Lipschitz), and an error in an affine's input
     passes through |W|. Twice the one-sided bound: both runs may err, in opposite directions.
+    rounding: a relative error per term instead of gamma(K + 1) (e.g. u(float16) when only
+    the weights were rounded once, to 16 bits).
     """
     h = np.asarray(x, np.float64)
     err = np.zeros_like(h)
     for i, (W, b) in enumerate(layers):
         magnitude = np.abs(h) @ np.abs(W) + np.abs(b)
-        err = gamma(W.shape[0] + 1, dtype) * magnitude + err @ np.abs(W)
+        each = gamma(W.shape[0] + 1, dtype) if rounding is None else rounding
+        err = each * magnitude + err @ np.abs(W)
         h = h @ W + b
         if i < len(layers) - 1:
             h = np.maximum(h, 0)

@@ -1,4 +1,9 @@
-"""`mpinet export CHECKPOINT --format onnx --out model.onnx`: the network for other runtimes.
+"""`mpinet export CHECKPOINT --format onnx|h5|safetensors --out FILE`: for other runtimes.
+
+    --format onnx          the network as an ONNX graph (below)
+    --format h5 --dtype float16|bfloat16   an inference-only checkpoint with 16-bit weights,
+                           which load/eval/predict/serve read (computing in float32)
+    --format safetensors   the weights by name, the book's shapes, no pickle
 
 The network's plan (model/networks.py) maps one to one onto standard ONNX operators, in the
 book's order: Conv, Relu/Sigmoid/Tanh, MaxPool, BatchNormalization, Flatten, Gemm; dropout
@@ -8,7 +13,8 @@ own (conv W (FN, C, FH, FW) = OIHW; affine W (in, out) with Gemm's transB = 0). 
 standardised pixels has the Sub/Div folded in front. The output is the scores ("logits");
 the class names, data set and input convention are in the model's metadata.
 
-onnx is an optional extra (`pip install "mpinet[onnx]"`): training never needs it.
+onnx and safetensors are an optional extra (`pip install "mpinet[onnx]"`): training
+never needs them.
 """
 
 import json
@@ -28,30 +34,74 @@ BN_EPS = 1e-5  # model/layers.py BatchNormalization
 
 def add_arguments(parser):
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
-    parser.add_argument("--format", choices=("onnx",), default="onnx",
-                        help="the file format (default onnx)")
+    parser.add_argument("--format", choices=FORMATS, default="onnx",
+                        help="onnx (a graph for onnxruntime and others), h5 (an inference-only "
+                             "mpinet checkpoint with 16-bit weights) or safetensors (the "
+                             "weights by name, for other ecosystems); default onnx")
+    parser.add_argument("--dtype", choices=("float16", "bfloat16"), default="float16",
+                        help="--format h5: the weights' 16-bit type (default float16)")
     parser.add_argument("--out", metavar="FILE", required=True, help="the file to write")
 
 
 def run(args):
+    ckpt = read(resolve(args.checkpoint))
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:  # written under a temporary name: never half a file under its name
+        what = WRITERS[args.format](ckpt, tmp, args)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    mb = out.stat().st_size / 1e6, ckpt.path.stat().st_size / 1e6
+    sizes = f"{mb[0]:.2f} MB (the checkpoint {mb[1]:.2f})"
+    print(f"wrote {out}: {ckpt.spec['name']} from {ckpt.path}, {what}; {sizes}")
+    return 0
+
+
+def write_onnx(ckpt, path, args):
     try:
         import onnx
     except ImportError:
         raise ValueError('--format onnx: the onnx package is not installed; expected the '
                          'optional extra; pip install "mpinet[onnx]"') from None
-    ckpt = read(resolve(args.checkpoint))
     model = to_onnx(ckpt)
     onnx.checker.check_model(model)
-    out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp")
+    onnx.save(model, path)
+    return (f"{len(model.graph.node)} ONNX nodes (opset {OPSET}), input (N, 1, 28, 28) "
+            f"float32, output scores")
+
+
+def write_h5(ckpt, path, args):
+    """An inference-only checkpoint: 16-bit arrays, no optimizer state, the same meta that
+    inference reads (config, pixel statistics, accuracy)."""
+    from mpinet.model.checkpoint import network, save
+
+    keep = ("step", "epoch", "config", "data_fingerprint", "pixel_mean", "pixel_std",
+            "test_accuracy")
+    meta = {k: v for k, v in ckpt.meta.items() if k in keep}
+    save(path, network(ckpt), None, meta, weights=args.dtype)
+    return f"{args.dtype} weights (computed in float32 when loaded), no optimizer state"
+
+
+def write_safetensors(ckpt, path, args):
     try:
-        onnx.save(model, tmp)
-        tmp.replace(out)  # never half a model under its name
-    finally:
-        tmp.unlink(missing_ok=True)
-    print(f"wrote {out}: {ckpt.spec['name']} from {ckpt.path}, {len(model.graph.node)} ONNX "
-          f"nodes (opset {OPSET}), input (N, 1, 28, 28) float32, output scores")
-    return 0
+        from safetensors.numpy import save_file
+    except ImportError:
+        raise ValueError('--format safetensors: the safetensors package is not installed; '
+                         'expected the optional extra; pip install "mpinet[onnx]"') from None
+    tensors = {**ckpt.params, **ckpt.state}  # the book's names and shapes
+    classes = int(ckpt.spec.get("output_size", 10))
+    dataset = trained_on(ckpt)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata={
+        "format": "mpinet", "model_spec": json.dumps(ckpt.spec, sort_keys=True),
+        "dtype": ckpt.dtype, "dataset": dataset,
+        "class_names": json.dumps(class_names(dataset, classes)),
+        "layout": "conv W (FN, C, FH, FW); affine W (in, out), y = x @ W + b"})
+    return f"{len(tensors)} tensors by name"
+
+
+WRITERS = {"onnx": write_onnx, "h5": write_h5, "safetensors": write_safetensors}
+FORMATS = tuple(WRITERS)
 
 
 def to_onnx(ckpt):

@@ -107,7 +107,11 @@ def restore_checkpoint(cfg, comm, ckpt, net, optimizer, running, data_id):
 
 
 def check_compatible(ckpt, cfg, data_id):
-    """A checkpoint resumes only the same model on the same data."""
+    """A checkpoint resumes only the same model on the same data, with its optimizer."""
+    if ckpt.optimizer is None:
+        raise ValueError(f"checkpoint {ckpt.path}: holds no optimizer state (an inference-only "
+                         f"export?); expected a checkpoint `mpinet train` wrote; resume from "
+                         f"one of the run's checkpoints")
     found = ckpt.meta.get("data_fingerprint")
     if found != data_id:
         raise ValueError(f"checkpoint {ckpt.path}: trained on data with fingerprint "

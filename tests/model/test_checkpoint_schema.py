@@ -45,6 +45,7 @@ def test_the_example_of_the_brief_word_for_word(path):
 
 # (attribute, a value of the wrong type or range, the message after "checkpoint PATH: ")
 BAD_ROOT = [
+    ("weights", "int8", "attribute weights is 'int8'; expected float16 or bfloat16"),
     ("step", np.float64(600.0), "attribute step is a float 600.0; expected an integer >= 0"),
     ("step", "600", "attribute step is the text '600'; expected an integer >= 0"),
     ("step", True, "attribute step is a boolean True; expected an integer >= 0"),

@@ -96,3 +96,64 @@ def test_a_bad_checkpoint_is_one_line_and_writes_nothing(tmp_path):
     assert job.returncode == 2 and "Traceback" not in job.stderr
     assert job.stderr.startswith(f"mpinet export: error: checkpoint {bad}: ")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("dtype,bits", [("float16", 11), ("bfloat16", 8)])
+def test_16_bit_checkpoints_load_everywhere_and_keep_the_accuracy(checkpoint, mnist_h5,
+                                                                   tmp_path, dtype, bits):
+    """Weights rounded to `bits` significant bits: a label may change only where the two top
+    logits lie within the bound of that rounding (tests/numerics.py)."""
+    from numerics import affine_relu_logit_bound, ambiguous_samples
+
+    from mpinet.model import load
+
+    small = tmp_path / f"small-{dtype}.h5"
+    job = run_job([*mpinet_command(), "export", str(checkpoint), "--format", "h5", "--dtype",
+                   dtype, "--out", str(small)], timeout=60)
+    assert job.returncode == 0, job.output
+    assert small.stat().st_size < 0.4 * checkpoint.stat().st_size  # 16 of 32 bits, no Adam
+    with h5py.File(small, "r") as f:
+        assert f.attrs["weights"] == dtype and "optimizer" not in f
+    full, half = load(checkpoint), load(small)
+    assert half.dtype == np.float32  # computed in float32
+    with h5py.File(mnist_h5, "r") as f:
+        x = f["test/images"][:].reshape(-1, 784).astype(np.float32) / 255
+        t = f["test/labels"][:]
+    layers = [(full.params[f"affine{i}.W"].astype(np.float64),
+               full.params[f"affine{i}.b"].astype(np.float64)) for i in (1, 2)]
+    bound = affine_relu_logit_bound(layers, x, np.float32, rounding=2.0 ** -bits)
+    flips = ambiguous_samples(full.predict(x).astype(np.float64), bound)
+    moved = abs(int((half.classify(x) == t).sum()) - int((full.classify(x) == t).sum()))
+    assert moved <= flips, (moved, flips)
+    report = run_job([*mpinet_command(), "eval", str(small), "--json"], timeout=60)
+    assert report.returncode == 0, report.output
+    assert abs(json.loads(report.stdout)["accuracy"] * 10000 - (half.classify(x) == t).sum()) < 1
+
+
+def test_a_16_bit_checkpoint_cannot_resume_training(checkpoint, mnist_h5, tmp_path):
+    small = tmp_path / "small.h5"
+    assert run_job([*mpinet_command(), "export", str(checkpoint), "--format", "h5", "--out",
+                    str(small)], timeout=60).returncode == 0
+    job = run_job([*mpinet_command(), "train", "--data", str(mnist_h5), "--run-dir",
+                   str(tmp_path / "run"), "--resume", str(small)], timeout=60)
+    assert job.returncode == 2 and "holds no optimizer state" in job.stderr, job.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_safetensors_hold_the_weights_by_name_in_the_books_shapes(checkpoint, tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    from mpinet.model.checkpoint import read
+
+    out = tmp_path / "model.safetensors"
+    job = run_job([*mpinet_command(), "export", str(checkpoint), "--format", "safetensors",
+                   "--out", str(out)], timeout=60)
+    assert job.returncode == 0, job.output
+    tensors, ckpt = load_file(str(out)), read(checkpoint)
+    assert sorted(tensors) == sorted(ckpt.params)  # an mlp without BatchNorm: no state
+    assert all(np.array_equal(tensors[k], ckpt.params[k]) for k in ckpt.params)
+    assert tensors["affine1.W"].shape == (784, 64)
+    with safe_open(str(out), "np") as f:
+        meta = f.metadata()
+    assert json.loads(meta["model_spec"]) == ckpt.spec and meta["dataset"] == "mnist"
