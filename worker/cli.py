@@ -51,6 +51,7 @@ SUBCOMMANDS = {
     "plot": "mpinet.worker.plots",
     "report": "mpinet.worker.report",
     "export": "mpinet.worker.export",
+    "search": "mpinet.worker.search",
 }
 
 

@@ -28,6 +28,7 @@ class DataConfig:
     rotate: float = 10.0  # augmentation: largest rotation, degrees
     normalize: str = "unit"  # unit: pixels / 255 | standard: zero mean, unit variance
     prefetch: bool = True  # prepare the next batch in a background thread
+    eval_split: str = "test"  # what evaluations score: test, or val (a file made with --val N)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ CHOICES = {
     "data.dataset": ("mnist", "fashion-mnist"),
     "data.order": ("shard", "global"),
     "data.normalize": ("unit", "standard"),
+    "data.eval_split": ("test", "val"),
     "model.dtype": ("float32", "float64"),
     "optim.name": ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"),
     "optim.schedule": ("constant", "step", "cosine"),

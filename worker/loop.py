@@ -277,7 +277,8 @@ def check_and_clip(grad, clip_norm, step):
 
     After the allreduce every rank holds the same gradient, so every rank stops together.
     """
-    norm = math.sqrt(float(np.dot(grad, grad)))
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged gradient: said below
+        norm = math.sqrt(float(np.dot(grad, grad)))
     if not math.isfinite(norm):
         raise AllRanksError(f"step {step}: the gradient is not finite (NaN or Inf); lower "
                             f"optim.lr or set optim.clip_norm")
@@ -314,7 +315,8 @@ def draw_plots(cfg, comm, run_dir, net, path, x_test, t_test):
     if comm.is_root:
         t, y, prob = (np.concatenate(column) for column in zip(*shares, strict=True))
         with written(run_dir):
-            write_plots(run_dir, Predictions(t, y, prob, read_test_images(path)))
+            write_plots(run_dir, Predictions(t, y, prob,
+                                             read_test_images(path, cfg.data.eval_split)))
 
 
 def optimizer_kwargs(cfg):

@@ -54,7 +54,7 @@ def open_data(cfg, comm, path):
         if batches.steps_per_epoch < cfg.optim.accumulate:
             raise ValueError(f"optim.accumulate: {cfg.optim.accumulate} micro-batches per "
                              f"step; expected at most the {batches.steps_per_epoch} of an epoch")
-        x_test, t_test = eval_share(path, "test", comm.rank, comm.world_size,
+        x_test, t_test = eval_share(path, cfg.data.eval_split, comm.rank, comm.world_size,
                                     dtype=cfg.model.dtype, shape=shape,
                                     normalize=cfg.data.normalize)
         result = batches, x_test, t_test
@@ -116,7 +116,7 @@ def log_start(cfg, comm, net, path, how, batches, schedule, resumed, metrics):
         log.info("metrics: %s", ", ".join(f"{u} (rank {r})" for r, u in enumerate(urls)))
 
 
-def read_test_images(path):
-    """The test split's images as stored (uint8, n x 28 x 28): for the plots, on rank 0."""
+def read_test_images(path, split="test"):
+    """The evaluated split's images as stored (uint8, n x 28 x 28): for the plots, rank 0."""
     with open_checked(path) as f:
-        return f["test"]["images"][:]
+        return f[split]["images"][:]

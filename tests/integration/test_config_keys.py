@@ -256,3 +256,11 @@ def test_log_json_writes_one_object_per_line(tmp_path, mnist_h5):
     events = [json.loads(line) for line in job.stderr.splitlines()]
     assert {"time", "level", "rank", "world_size", "logger", "message"} <= set(events[0])
     assert any(e["message"].startswith("done: test accuracy") for e in events)
+
+
+def test_eval_split_val_scores_the_held_out_images(tmp_path, shared_data):
+    from mpinet.data.prepare import prepare
+
+    data = prepare("mnist", source=shared_data / "mnist", out=tmp_path / "val.h5", val=5000)
+    _, run_dir = train(tmp_path, data, "data.eval_split='val'")
+    assert rows(run_dir, "history.jsonl")[-1]["test_samples"] == 5000  # /val, not /test
