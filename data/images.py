@@ -13,13 +13,29 @@ input is a one-line ValueError naming it.
 """
 
 import io
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 SIZE, BOX = 28, 20
 MAX_SIDE = 4096  # pixels: larger images are refused before they are decoded
+# What a digit image needs, and all `mpinet serve` opens from the network: each Pillow
+# plugin is code run on the client's bytes (EPS would even run Ghostscript). PPM reads
+# PGM and PBM; JPEG also multi-picture JPEG (MPO). No TIFF: libtiff writes its complaints
+# about damaged files straight to stderr, and a digit is rarely a TIFF.
+NETWORK_FORMATS = ("PNG", "JPEG", "PPM", "BMP", "GIF", "WEBP")
+# A crafted file makes Pillow raise any of these while decoding; all mean "damaged".
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
+                 struct.error, ZeroDivisionError, OverflowError)
+# Pillow inflates PNG text chunks up to 64 MB per image by default: a 1 MiB upload of
+# compressed text would cost that; 8 MB leaves room for large ICC profiles.
+PngImagePlugin.MAX_TEXT_MEMORY = 8 * 2**20
+# Pillow only warns between 89 and 179 megapixels; MAX_SIDE refuses those sizes anyway, so
+# as an error the image is refused in one line instead of a warning on stderr.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 WORK_SIDE = 560  # pixels: larger images are scaled down to this first
 MAX_IMAGE_BYTES = 20 * 2**20
 MAX_ARRAY_BYTES = 512 * 2**20
@@ -37,22 +53,49 @@ def load_image(path):
     return image_from_bytes(path.read_bytes(), str(path))
 
 
-def image_from_bytes(data, name="image"):
-    """Encoded image bytes -> (28, 28) MNIST-style digit."""
+class ImageTooLarge(ValueError):
+    """An image refused on its size, read from its header before it is decoded."""
+
+
+def image_from_bytes(data, name="image", formats=None, max_pixels=None):
+    """Encoded image bytes -> (28, 28) MNIST-style digit.
+
+    formats: the Pillow formats tried (None: all); max_pixels: the most pixels decoded.
+    """
     try:
-        image = Image.open(io.BytesIO(data))
-        width, height = image.size  # read from the header: nothing decoded yet
-        if width > MAX_SIDE or height > MAX_SIDE:
-            raise ValueError(f"{name}: {width}x{height} pixels; expected at most "
-                             f"{MAX_SIDE}x{MAX_SIDE}; scale it down")
-        gray = grayscale(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError):
-        raise ValueError(f"{name}: not an image Pillow can read; expected PNG, JPEG, PGM, ...; "
-                         f"convert it to PNG") from None
-    except OSError as e:  # a truncated or damaged file
-        raise ValueError(f"{name}: the image cannot be decoded ({e}); expected a complete "
-                         f"image file; save it again") from None
+        gray = grayscale(open_image(data, name, formats, max_pixels))
+    except ImageTooLarge:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning):
+        expected = ", ".join(formats) if formats else "PNG, JPEG, PGM, ..."
+        readable = "in a format accepted here" if formats else "Pillow can read"
+        raise ValueError(f"{name}: not an image {readable}; expected {expected}; convert it "
+                         f"to PNG") from None
+    except DECODE_ERRORS as e:  # a truncated or damaged file
+        raise ValueError(f"{name}: the image cannot be decoded ({' '.join(str(e).split())}); "
+                         f"expected a complete image file; save it again") from None
     return mnist_style(gray, name)
+
+
+def open_image(data, name, formats=None, max_pixels=None):
+    """A Pillow image with its size checked from the header: nothing decoded yet."""
+    image = Image.open(io.BytesIO(data), formats=formats)
+    width, height = image.size
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ImageTooLarge(f"{name}: {width}x{height} pixels; expected at most "
+                            f"{MAX_SIDE}x{MAX_SIDE}; scale it down")
+    # JPEG's DCT scaling decodes at 1/2, 1/4 or 1/8 of the size (a 12 MP photo costs
+    # under 1 MP); a progressive JPEG's coefficients are still kept whole: its full size counts.
+    if image.format in ("JPEG", "MPO"):
+        image.draft("L", (WORK_SIDE, WORK_SIDE))
+        if "progression" not in image.info:
+            width, height = image.size
+    if max_pixels and width * height > max_pixels:
+        raise ImageTooLarge(f"{name}: {width}x{height} pixels ({width * height / 1e6:.1f} MP "
+                            f"to decode); expected at most {max_pixels / 1e6:.1f} MP; scale it "
+                            f"down")
+    return image
 
 
 def grayscale(image):

@@ -42,3 +42,25 @@ def metric(text, name, **labels):
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def connect(port, timeout=15):
+    """A client socket to the server on 127.0.0.1:port."""
+    import socket
+
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+def status(sock):
+    """The status code of the next answer on `sock` (0: closed without one), read whole."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return 0
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split()[1])

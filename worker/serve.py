@@ -1,42 +1,51 @@
-"""`mpinet serve`: a checkpoint behind a small HTTP API (stdlib server, no framework).
+"""`mpinet serve`: a checkpoint behind a small HTTP/1.1 API (the standard library only).
 
-    POST /predict   body: an image (PNG, JPEG, PGM, ...) of one digit, or JSON
-                    {"inputs": [[784 pixels], ...]} / a 28x28 nested list
+    POST /predict   body: an image (PNG, JPEG, PGM/PPM, BMP, GIF or WebP) of one digit,
+                    or JSON {"inputs": [[784 pixels], ...]} / a 28x28 nested list (256 at most)
                     -> {"predictions": [{"label": 7, "name": "7", "probabilities": [...]}]}
                     ("name": the class name, "Ankle boot" for a Fashion-MNIST label 9)
     GET  /healthz   -> {"status": "ok", "checkpoint": <the file chosen>, "dataset": ...}
     GET  /metrics   Prometheus text: requests by endpoint and code, errors, latency
 
-Bound to 127.0.0.1 unless --host says otherwise; bodies over 1 MiB get 413. Bad input is
-always a 4xx with {"error": "..."}; a 5xx means a bug. Requests are served on threads; the
-forward passes take turns (Predictor's lock). SIGINT or SIGTERM stops it, with exit 0.
+Bound to 127.0.0.1 unless --host says otherwise. Every refusal is a 4xx (503 when full or
+busy) with {"error": "..."}; a 500 means a bug. The bounds (body, pixels, batch, timeouts,
+connections) are http.Limits; docs/serve.md explains them. SIGINT or SIGTERM: no new
+connections, the requests in flight are answered (up to 10 s), exit 0.
 """
 
 import json
 import logging
 import signal
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import warnings
+from collections import deque
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
 
-from mpinet.data.images import as_images, image_from_bytes
+from mpinet.data.images import NETWORK_FORMATS, ImageTooLarge, as_images, image_from_bytes
 
 from .checkpoints import warn_skipped
+from .connections import Server
+from .http import Answer, HttpError, Limits, json_answer, printable
 from .log import setup_logging
 from .predict import CHECKPOINT_HELP, Predictor
+from .threads import pin_blas_threads
 
 HELP = "serve a checkpoint's predictions over HTTP (POST /predict, GET /healthz, /metrics)"
-MAX_BODY = 2**20
-DISCARD_LIMIT = 16 * MAX_BODY  # refused bodies up to this size are read (and dropped)
-ENDPOINTS = ("/predict", "/healthz", "/metrics")
+LIMITS = Limits()
+MAX_BODY = LIMITS.max_body
+MAX_PIXELS = 2048 * 2048  # decoded pixels of an image: 413 above
+# Media types whose body is sniffed (JSON if it starts with { or [, else an image): curl -d
+# sends form-urlencoded, and many clients say octet-stream or nothing.
+SNIFFED = ("", "application/octet-stream", "application/x-www-form-urlencoded", "text/plain")
 log = logging.getLogger("mpinet.worker")
 
 
@@ -49,6 +58,11 @@ def add_arguments(parser):
 
 def run(args):
     setup_logging()
+    warnings.showwarning = log_warning  # Pillow's warnings on odd files: one log line each
+    # The forward passes take turns, and the cores are wanted by the threads decoding
+    # requests: a BLAS pool of several threads spins against them (measured on 2 cores: 4
+    # clients of 256-digit batches waited 1.4-2.1 s instead of 0.2 s).
+    pin_blas_threads(1)
     predictor = Predictor(args.checkpoint, skipped=warn_skipped)
     server = make_server(predictor, args.host, args.port)
     host, port = server.server_address[:2]
@@ -61,24 +75,24 @@ def run(args):
              predictor.path, host, port)  # the file chosen, when given a run directory
     while not stop.wait(0.5):  # the main thread stays free to run the signal handlers
         pass
-    log.info("stopping")
+    log.info("stopping: no new connections; answering the requests in flight (up to %g s)",
+             LIMITS.drain_timeout)
     server.shutdown()
-    server.server_close()
+    left = server.server_close()
+    log.info("stopped" if not left else f"stopped; {left} connections cut off")
     return 0
 
 
-class Server(ThreadingHTTPServer):
-    request_queue_size = 128  # the listen backlog: the default 5 resets bursts of clients
+def log_warning(message, category, filename, lineno, file=None, line=None):
+    log.warning("%s: %s", category.__name__, printable(str(message)))
 
 
-def make_server(predictor, host="127.0.0.1", port=0):
-    """A threading HTTP server answering the API for `predictor` (call serve_forever)."""
-    try:
-        server = Server((host, port), Handler)
-    except OSError as e:
-        raise OSError(f"serve: cannot listen on {host}:{port} ({e.strerror or e})") from None
-    server.predictor = predictor
-    server.metrics = ServeMetrics()
+def make_server(predictor, host="127.0.0.1", port=0, limits=LIMITS):
+    """A server answering the API for `predictor` (call serve_forever, then shutdown and
+    server_close)."""
+    metrics = ServeMetrics()
+    server = Server((host, port), Api(predictor, metrics, limits), metrics, limits)
+    server.predictor, server.metrics = predictor, metrics
     return server
 
 
@@ -94,6 +108,9 @@ class ServeMetrics:
         self.latency = Histogram("mpinet_serve_request_duration_seconds",
                                  "Time to answer a request", ["endpoint"], registry=r)
         self.predictions = Counter("mpinet_serve_predictions", "Digits predicted", registry=r)
+        self.connections = Gauge("mpinet_serve_connections", "Connections open", registry=r)
+        self.in_flight = Gauge("mpinet_serve_requests_in_flight",
+                               "Requests being read or answered", registry=r)
 
     def observe(self, endpoint, code, seconds):
         self.requests.labels(endpoint, str(code)).inc()
@@ -102,124 +119,144 @@ class ServeMetrics:
         self.latency.labels(endpoint).observe(seconds)
 
 
-class BadRequest(Exception):
-    """A request the client must fix: answered with `code` and the message as JSON."""
+class Api:
+    """The three endpoints; route() is called before a body is read, so that a request
+    refused on its method or path costs no upload."""
 
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
+    def __init__(self, predictor, metrics, limits):
+        self.predictor, self.metrics, self.limits = predictor, metrics, limits
+        self.turns = Turns()
+        self.decoders = threading.BoundedSemaphore(limits.decoders)
+        self.routes = {"/predict": {"POST": self.predict},
+                       "/healthz": {"GET": self.health, "HEAD": self.health},
+                       "/metrics": {"GET": self.metrics_text, "HEAD": self.metrics_text}}
 
+    def endpoint(self, request):
+        return request.path if request.path in self.routes else "other"
 
-class Handler(BaseHTTPRequestHandler):
-    server_version = "mpinet-serve"
+    def route(self, request):
+        methods = self.routes.get(request.path)
+        if methods is None:
+            raise HttpError(404, f"no endpoint {printable(request.path, 80)}; try POST "
+                            f"/predict or GET /healthz")
+        if request.method not in methods:
+            allow = ", ".join(methods)
+            raise HttpError(405, f"{request.method} {request.path}: not allowed; use "
+                            f"{allow} {request.path}", [("Allow", allow)])
+        return methods[request.method]
 
-    def do_GET(self):
-        self._answer(self._get)
+    def health(self, request):
+        return json_answer(200, {"status": "ok", "checkpoint": str(self.predictor.path),
+                                 "dataset": self.predictor.dataset})
 
-    def do_POST(self):
-        self._answer(self._post)
+    def metrics_text(self, request):
+        return Answer(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
 
-    def _get(self):
-        if self.path == "/healthz":
-            predictor = self.server.predictor
-            return 200, {"status": "ok", "checkpoint": str(predictor.path),
-                         "dataset": predictor.dataset}
-        if self.path == "/metrics":
-            return 200, generate_latest(self.server.metrics.registry)
-        if self.path == "/predict":
-            raise BadRequest(405, "use POST /predict with an image or JSON body")
-        raise BadRequest(404, f"no endpoint {self.path}; try POST /predict or GET /healthz")
+    def predict(self, request):
+        if request.body is None:
+            raise HttpError(411, "a Content-Length header is required")
+        if not request.body:
+            raise HttpError(400, "empty body: send an image or JSON")
+        is_json = body_is_json(request.header("content-type"), request.body)
+        images = self.decode(request.body, is_json)
+        if len(images) > self.limits.max_batch:
+            raise HttpError(413, f"inputs: {len(images)} images; the limit is "
+                            f"{self.limits.max_batch} per request; split the batch")
+        probabilities = self.forward(images)
+        self.metrics.predictions.inc(len(images))
+        names = self.predictor.names
+        return json_answer(200, {"predictions": [
+            {"label": int(p.argmax()), "name": names[int(p.argmax())],
+             "probabilities": [round(float(v), 6) for v in p]} for p in probabilities]})
 
-    def _post(self):
-        if self.path != "/predict":
-            raise BadRequest(404 if self.path not in ENDPOINTS else 405,
-                             f"POST {self.path}: only POST /predict takes a body")
-        images = parse_inputs(self._body(), self.headers.get("Content-Type", ""))
-        predictor = self.server.predictor
-        probabilities = predictor.probabilities(images)
-        self.server.metrics.predictions.inc(len(images))
-        return 200, {"predictions": [{"label": int(p.argmax()),
-                                      "name": predictor.names[int(p.argmax())],
-                                      "probabilities": [round(float(v), 6) for v in p]}
-                                     for p in probabilities]}
-
-    def _body(self):
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise BadRequest(411, "a Content-Length header is required")
-        if int(length) > MAX_BODY:
-            self._discard(int(length))
-            raise BadRequest(413, f"body of {length} bytes; the limit is {MAX_BODY}")
-        if int(length) == 0:
-            raise BadRequest(400, "empty body: send an image or JSON")
-        return self.rfile.read(int(length))
-
-    def _discard(self, length):
-        """Read and drop a refused body, so the client sees the 413 and not a reset
-        connection; one far too large is left unread and the connection closed."""
-        self.close_connection = True
-        if length <= DISCARD_LIMIT:
-            while length > 0:
-                chunk = self.rfile.read(min(length, 65536))
-                if not chunk:  # the client gave up
-                    break
-                length -= len(chunk)
-
-    def _answer(self, handle):
-        start = time.perf_counter()
+    def decode(self, body, is_json):
+        """A body -> images, `limits.decoders` at a time: a decoded image may take tens of
+        MB, and JSON parsing holds the GIL, so more at once would cost memory, not gain."""
+        if not self.decoders.acquire(timeout=self.limits.queue_timeout):
+            raise HttpError(503, "busy decoding other requests; try again", [("Retry-After", "1")])
         try:
-            code, body = handle()
-        except BadRequest as e:
-            code, body = e.code, {"error": str(e)}
-        except Exception:  # a bug, not bad input: logged with its traceback, answered 500
-            log.exception("%s %s failed", self.command, self.path)
-            code, body = 500, {"error": "internal error; see the server's log"}
-        seconds = time.perf_counter() - start
-        endpoint = self.path if self.path in ENDPOINTS else "other"
-        # Counted before the answer leaves: a client that got it finds it in /metrics.
-        self.server.metrics.observe(endpoint, code, seconds)
-        self._send(code, body)
-        log.info('%s "%s %s" %d %.1f ms', self.client_address[0], self.command, self.path,
-                 code, 1e3 * seconds)
+            return parse_inputs(body, is_json)
+        finally:
+            self.decoders.release()
 
-    def _send(self, code, body):
-        if isinstance(body, bytes):
-            data, kind = body, CONTENT_TYPE_LATEST
-        else:
-            data, kind = (json.dumps(body) + "\n").encode(), "application/json"
-        self.send_response(code)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_request(self, code="-", size="-"):
-        """Silenced: _answer logs one line per request, with its latency."""
-
-    def log_message(self, format, *args):
-        log.warning("%s %s", self.client_address[0], format % args)
+    def forward(self, images):
+        """Forward passes of `limits.chunk` images, each taking its turn: a 256-image batch
+        lets a one-image request in between its chunks instead of making it wait for all."""
+        parts = []
+        for start in range(0, len(images), self.limits.chunk):
+            with self.turns:
+                parts.append(self.predictor.probabilities(images[start:start + self.limits.chunk]))
+        return np.concatenate(parts)
 
 
-def parse_inputs(body, content_type):
-    """A request body -> images (n, 28, 28) in [0, 1], or BadRequest(400/415)."""
-    is_json = "json" in content_type or body.lstrip()[:1] in (b"{", b"[")
+class Turns:
+    """A lock handed over in arrival order. A threading.Lock is usually re-taken by the
+    thread that just released it (it still runs), so chunking alone would not let others in."""
+
+    def __init__(self):
+        self._mutex = threading.Lock()
+        self._busy = False
+        self._waiting = deque()
+
+    def __enter__(self):
+        with self._mutex:
+            if not self._busy:
+                self._busy = True
+                return
+            turn = threading.Event()
+            self._waiting.append(turn)
+        turn.wait()  # set by the thread handing its turn over: then this one holds it
+
+    def __exit__(self, *exc_info):
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().set()
+            else:
+                self._busy = False
+
+
+def body_is_json(content_type, body):
+    """JSON if the media type says so or the body starts like JSON (no image format starts
+    with { or [); 415 for types that are neither an image nor JSON nor a generic one."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if "json" in media:
+        return True
+    if not media.startswith("image/") and media not in SNIFFED:
+        raise HttpError(415, f"Content-Type {printable(media, 60)}: expected an image "
+                        f"(image/png, ...) or application/json; send the file itself as the "
+                        f"body (curl --data-binary @digit.png -H 'Content-Type: image/png')")
+    return body.lstrip()[:1] in (b"{", b"[")
+
+
+def parse_inputs(body, is_json):
+    """A request body -> images (n, 28, 28) in [0, 1], or HttpError 400 / 413."""
     try:
         if is_json:
             return json_images(body)
-        return image_from_bytes(body, "body")[None]
+        return image_from_bytes(body, "body", NETWORK_FORMATS, MAX_PIXELS)[None]
+    except ImageTooLarge as e:
+        raise HttpError(413, str(e)) from None
     except ValueError as e:
-        raise BadRequest(400, str(e)) from None
+        raise HttpError(400, str(e)) from None
 
 
 def json_images(body):
     try:
         value = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"body is not valid JSON ({e})") from None
+    except RecursionError:  # 100,000 nested [: the parser's recursion limit, not a bug
+        raise ValueError("body: JSON nested too deeply; expected {\"inputs\": [[784 "
+                         "numbers], ...]}") from None
+    except ValueError as e:  # not JSON, not UTF-8, or an integer of over 4300 digits
+        raise ValueError(f"body is not valid JSON ({printable(str(e), 120)})") from None
     if isinstance(value, dict):
         if "inputs" not in value:
             raise ValueError('JSON body: expected {"inputs": [...]} or a list of pixels')
         value = value["inputs"]
+    depth, first = 0, value
+    while isinstance(first, list) and first and depth < 4:
+        depth, first = depth + 1, first[0]
+    if depth > 3:
+        raise ValueError("inputs: nested more than 3 deep; expected (n, 784) or (n, 28, 28)")
     try:
         return as_images(value, "inputs")
     except (TypeError, OverflowError):

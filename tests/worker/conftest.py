@@ -57,9 +57,11 @@ def test_digits(mnist_h5):
         return f["test/images"][:12], f["test/labels"][:12]
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def keep_logging():
-    """In-process commands set up the `mpinet` logger; put it back afterwards."""
+    """In-process commands set up the `mpinet` logger with a handler on this test's captured
+    stderr; put it back afterwards (every test: a later test's server threads would log to a
+    closed stream)."""
     logger = logging.getLogger("mpinet")
     saved = logger.handlers[:], logger.propagate, logger.level
     yield
