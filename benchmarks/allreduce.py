@@ -64,9 +64,11 @@ def main():
     }
     ranks = mpi_comm.Get_size()
     if mpi_comm.Get_rank() == 0:
-        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores\n\n"
-              "| ranks | size | variant | median (µs) | best (µs) | algbw (GB/s) | busbw (GB/s) |\n"
-              "|---|---|---|---|---|---|---|")
+        print(
+            f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores\n\n"
+            "| ranks | size | variant | median (µs) | best (µs) | algbw (GB/s) | busbw (GB/s) |\n"
+            "|---|---|---|---|---|---|---|"
+        )
     for label, n in SIZES.items():
         probe = seconds_per_call(mpi_comm, variants["blocking"], np.ones(n, np.float32), 20)
         calls = max(10, min(20000, int(args.seconds / probe)))
@@ -77,8 +79,11 @@ def main():
                 t = float(np.median(times))
                 algbw = 4 * n / t / 1e9
                 busbw = algbw * 2 * (ranks - 1) / ranks
-                print(f"| {ranks} | {label} | {name} | {t * 1e6:.1f} | {min(times) * 1e6:.1f} | "
-                      f"{algbw:.2f} | {busbw:.2f} |", flush=True)
+                print(
+                    f"| {ranks} | {label} | {name} | {t * 1e6:.1f} | {min(times) * 1e6:.1f} | "
+                    f"{algbw:.2f} | {busbw:.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

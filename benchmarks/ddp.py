@@ -51,7 +51,19 @@ def run_ddp(model, ranks, args):
     """Global samples/s of DDP with `ranks` processes, args.batch samples each."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "step")
-        mp.spawn(_worker, nprocs=ranks, args=(ranks, model, args.batch, args.steps,
-                                              args.warmup, args.threads, _free_port(), out))
+        mp.spawn(
+            _worker,
+            nprocs=ranks,
+            args=(
+                ranks,
+                model,
+                args.batch,
+                args.steps,
+                args.warmup,
+                args.threads,
+                _free_port(),
+                out,
+            ),
+        )
         with open(out) as f:
             return args.batch * ranks / float(f.read())

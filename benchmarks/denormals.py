@@ -19,8 +19,9 @@ from mpinet.model import build, optimizers
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
-                           "mpinet", "mnist.h5")
+    default = os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "mpinet", "mnist.h5"
+    )
     parser.add_argument("--data", default=default, help="a file `mpinet prepare` wrote")
     args = parser.parse_args()
     with h5py.File(args.data) as f:
@@ -30,8 +31,10 @@ def main():
         for every in (100, None):
             ms, denormals = run(x, t, every)
             label = f"every {every} steps" if every else "never"
-            print(f"flush {label:>16}: Adam update {ms:.3f} ms (median of the last 500 of "
-                  f"2500 steps); denormals left in m: {denormals}")
+            print(
+                f"flush {label:>16}: Adam update {ms:.3f} ms (median of the last 500 of "
+                f"2500 steps); denormals left in m: {denormals}"
+            )
 
 
 def run(x, t, flush_every, steps=2500):

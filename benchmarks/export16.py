@@ -35,8 +35,10 @@ def main(argv=None):
     p.add_argument("checkpoints", nargs="+", help="checkpoint files or run directories")
     p.add_argument("--data", help="the data file (default: the one each run trained on)")
     args = p.parse_args(argv)
-    print("| model | data set | checkpoint MB (float32 + optimizer) | float32 accuracy | "
-          "16-bit | MB | accuracy | change (samples) |")
+    print(
+        "| model | data set | checkpoint MB (float32 + optimizer) | float32 accuracy | "
+        "16-bit | MB | accuracy | change (samples) |"
+    )
     print("|---|---|---:|---:|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for given in args.checkpoints:
@@ -45,14 +47,31 @@ def main(argv=None):
             base = accuracy(path, args.data)
             for dtype in DTYPES:
                 out = Path(tmp) / f"{path.stem}-{dtype}.h5"
-                subprocess.run([sys.executable, "-m", "mpinet.worker", "export", str(path),
-                                "--format", "h5", "--dtype", dtype, "--out", str(out)],
-                               check=True, capture_output=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "mpinet.worker",
+                        "export",
+                        str(path),
+                        "--format",
+                        "h5",
+                        "--dtype",
+                        dtype,
+                        "--out",
+                        str(out),
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
                 small = accuracy(out, args.data)
-                print(f"| {ckpt.spec['name']} | {trained_on(ckpt)} | "
-                      f"{path.stat().st_size / 1e6:.2f} | {base:.4f} | {dtype} | "
-                      f"{out.stat().st_size / 1e6:.2f} | {small:.4f} | "
-                      f"{round((small - base) * 10000):+d} |", flush=True)
+                print(
+                    f"| {ckpt.spec['name']} | {trained_on(ckpt)} | "
+                    f"{path.stat().st_size / 1e6:.2f} | {base:.4f} | {dtype} | "
+                    f"{out.stat().st_size / 1e6:.2f} | {small:.4f} | "
+                    f"{round((small - base) * 10000):+d} |",
+                    flush=True,
+                )
     return 0
 
 

@@ -21,8 +21,11 @@ import time
 from pathlib import Path
 
 MODELS = ("mlp", "simple_cnn", "deep_cnn")
-SPECS = {"mlp": {"name": "mlp", "hidden": [100, 100, 100, 100]},
-         "simple_cnn": {"name": "simple_cnn"}, "deep_cnn": {"name": "deep_cnn"}}
+SPECS = {
+    "mlp": {"name": "mlp", "hidden": [100, 100, 100, 100]},
+    "simple_cnn": {"name": "simple_cnn"},
+    "deep_cnn": {"name": "deep_cnn"},
+}
 
 
 def mpinet_worker(args):
@@ -57,19 +60,42 @@ def mpinet_worker(args):
             reduces.append(t2 - t1)
     if comm.is_root:
         step = float(np.median(steps))
-        print(json.dumps({"framework": "mpinet", "model": args.model, "ranks": comm.world_size,
-                          "samples_per_second": args.batch * comm.world_size / step,
-                          "allreduce_share": float(np.median(reduces)) / step,
-                          "gradient_bytes": net.buffer.grad.nbytes}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "framework": "mpinet",
+                    "model": args.model,
+                    "ranks": comm.world_size,
+                    "samples_per_second": args.batch * comm.world_size / step,
+                    "allreduce_share": float(np.median(reduces)) / step,
+                    "gradient_bytes": net.buffer.grad.nbytes,
+                }
+            ),
+            flush=True,
+        )
 
 
 def run_mpinet(model, ranks, args):
     mpiexec = Path(sys.executable).with_name("mpiexec")
-    command = [str(mpiexec) if mpiexec.exists() else "mpiexec", "-n", str(ranks),
-               sys.executable, __file__, "--worker", "--model", model, "--batch",
-               str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-               OPENBLAS_NUM_THREADS=str(args.threads))
+    command = [
+        str(mpiexec) if mpiexec.exists() else "mpiexec",
+        "-n",
+        str(ranks),
+        sys.executable,
+        __file__,
+        "--worker",
+        "--model",
+        model,
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+    ]
+    env = dict(
+        os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads)
+    )
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
     if out.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr}")
@@ -90,8 +116,10 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return mpinet_worker(args)
-    print(f"per-rank batch {args.batch}, {args.threads} BLAS thread(s) per rank, "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}")
+    print(
+        f"per-rank batch {args.batch}, {args.threads} BLAS thread(s) per rank, "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}"
+    )
     header = f"{'model':<12}{'ranks':>6}{'mpinet samples/s':>18}{'allreduce %':>13}"
     if args.torch:
         header += f"{'DDP samples/s':>15}{'ratio':>8}"
@@ -99,8 +127,10 @@ def main():
     for model in args.models:
         for ranks in args.ranks:
             r = run_mpinet(model, ranks, args)
-            line = (f"{model:<12}{ranks:>6}{r['samples_per_second']:>18,.0f}"
-                    f"{100 * r['allreduce_share']:>12.1f}%")
+            line = (
+                f"{model:<12}{ranks:>6}{r['samples_per_second']:>18,.0f}"
+                f"{100 * r['allreduce_share']:>12.1f}%"
+            )
             if args.torch:
                 from ddp import run_ddp
 

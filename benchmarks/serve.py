@@ -49,8 +49,12 @@ def default_checkpoint(folder):
 
     config = load_config(None, [])
     net = build(model_spec(config), seed=0)
-    return save(Path(folder) / "ckpt-00000000.h5", net, create("adam", lr=0.001),
-                {"step": 0, "epoch": 0, "config": to_toml(config)})
+    return save(
+        Path(folder) / "ckpt-00000000.h5",
+        net,
+        create("adam", lr=0.001),
+        {"step": 0, "epoch": 0, "config": to_toml(config)},
+    )
 
 
 def payloads():
@@ -63,13 +67,19 @@ def payloads():
 
     def batch(n):
         return json.dumps({"inputs": rng.integers(0, 256, (n, 784)).tolist()}).encode()
-    return ((out.getvalue(), "image/png"), (batch(100), "application/json"),
-            (batch(256), "application/json"))
+
+    return (
+        (out.getvalue(), "image/png"),
+        (batch(100), "application/json"),
+        (batch(256), "application/json"),
+    )
 
 
 def raw_request(body, content_type, keep_alive):
-    head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n" + ("" if keep_alive else "Connection: close\r\n"))
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n" + ("" if keep_alive else "Connection: close\r\n")
+    )
     return head.encode() + b"\r\n" + body
 
 
@@ -114,24 +124,35 @@ async def load(port, groups, seconds):
     """groups: [(clients, request, keep_alive)] -> per group (latencies, errors)."""
     until = time.perf_counter() + seconds
     results = [([], [0]) for _ in groups]
-    tasks = [client(port, request, keep, until, *results[g])
-             for g, (clients, request, keep) in enumerate(groups) for _ in range(clients)]
+    tasks = [
+        client(port, request, keep, until, *results[g])
+        for g, (clients, request, keep) in enumerate(groups)
+        for _ in range(clients)
+    ]
     await asyncio.gather(*tasks)
     return results
 
 
 def figures(latencies, errors, seconds):
     ms = np.array(latencies) * 1e3
-    return {"rps": len(ms) / seconds, "p50": float(np.percentile(ms, 50)),
-            "p99": float(np.percentile(ms, 99)), "errors": errors[0]}
+    return {
+        "rps": len(ms) / seconds,
+        "p50": float(np.percentile(ms, 50)),
+        "p99": float(np.percentile(ms, 99)),
+        "errors": errors[0],
+    }
 
 
 def start_server(checkpoint, port, serve_file):
-    command = ([sys.executable, "-c", RUNNER, serve_file] if serve_file
-               else [sys.executable, "-m", "mpinet.worker", "serve"])
+    command = (
+        [sys.executable, "-c", RUNNER, serve_file]
+        if serve_file
+        else [sys.executable, "-m", "mpinet.worker", "serve"]
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.Popen(command + [str(checkpoint), "--port", str(port)], env=env,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command + [str(checkpoint), "--port", str(port)], env=env, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -155,8 +176,7 @@ def matrix_run(port, bodies, seconds):
         for clients in (1, 8, 64):
             for keep in (True, False):
                 request = raw_request(body, kind, keep)
-                [(latencies, errors)] = asyncio.run(load(port, [(clients, request, keep)],
-                                                         seconds))
+                [(latencies, errors)] = asyncio.run(load(port, [(clients, request, keep)], seconds))
                 rows[(name, clients, keep)] = figures(latencies, errors, seconds)
     return rows
 
@@ -164,33 +184,43 @@ def matrix_run(port, bodies, seconds):
 def fairness_run(port, bodies, seconds):
     png = raw_request(*bodies[0], True)
     [(alone, alone_errors)] = asyncio.run(load(port, [(1, png, True)], seconds / 2))
-    small, large = asyncio.run(load(port, [(1, png, True), (8, raw_request(*bodies[2], True),
-                                                            True)], seconds))
-    return {"alone": figures(alone, alone_errors, seconds / 2),
-            "small": figures(*small, seconds), "large": figures(*large, seconds)}
+    small, large = asyncio.run(
+        load(port, [(1, png, True), (8, raw_request(*bodies[2], True), True)], seconds)
+    )
+    return {
+        "alone": figures(alone, alone_errors, seconds / 2),
+        "small": figures(*small, seconds),
+        "large": figures(*large, seconds),
+    }
 
 
 def median_rows(runs):
-    return {key: {k: statistics.median(run[key][k] for run in runs) for k in runs[0][key]}
-            for key in runs[0]}
+    return {
+        key: {k: statistics.median(run[key][k] for run in runs) for k in runs[0][key]}
+        for key in runs[0]
+    }
 
 
 def print_matrix(rows):
     print("| body | clients | keep-alive | requests/s | p50 ms | p99 ms | errors |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for (name, clients, keep), f in rows.items():
-        print(f"| {name} | {clients} | {'yes' if keep else 'no'} | {f['rps']:.0f} | "
-              f"{f['p50']:.1f} | {f['p99']:.1f} | {f['errors']:.0f} |")
+        print(
+            f"| {name} | {clients} | {'yes' if keep else 'no'} | {f['rps']:.0f} | "
+            f"{f['p50']:.1f} | {f['p99']:.1f} | {f['errors']:.0f} |"
+        )
 
 
 def print_fairness(rows):
     print("| client | requests/s | p50 ms | p99 ms | errors |")
     print("|---|---:|---:|---:|---:|")
-    for name, label in (("alone", "1 PNG client alone"), ("small", "1 PNG client, with 8 below"),
-                        ("large", "8 clients of 256-digit batches")):
+    for name, label in (
+        ("alone", "1 PNG client alone"),
+        ("small", "1 PNG client, with 8 below"),
+        ("large", "8 clients of 256-digit batches"),
+    ):
         f = rows[name]
-        print(f"| {label} | {f['rps']:.1f} | {f['p50']:.1f} | {f['p99']:.1f} | "
-              f"{f['errors']:.0f} |")
+        print(f"| {label} | {f['rps']:.1f} | {f['p50']:.1f} | {f['p99']:.1f} | {f['errors']:.0f} |")
 
 
 def main():

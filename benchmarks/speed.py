@@ -25,8 +25,11 @@ try:
 except ImportError:  # the benchmark runs without it, minus the PyTorch column
     torch = None
 
-MODELS = {"mlp": {"name": "mlp", "hidden": [100, 100, 100, 100]},
-          "simple_cnn": {"name": "simple_cnn"}, "deep_cnn": {"name": "deep_cnn"}}
+MODELS = {
+    "mlp": {"name": "mlp", "hidden": [100, 100, 100, 100]},
+    "simple_cnn": {"name": "simple_cnn"},
+    "deep_cnn": {"name": "deep_cnn"},
+}
 LR = {"sgd": 0.01, "adam": 0.001}
 # wall: what a user waits for. cpu: CPU time of the calling thread, which is steadier on a
 # shared machine (time spent waiting for a core is left out); meaningful at 1 thread only.
@@ -48,10 +51,12 @@ def mpinet_step(spec, optimizer, n):
         net.loss(x, t)
         net.backward()
         opt.update(net.buffer.data, net.buffer.grad)
+
     return step
 
 
 # -- PyTorch: the same layer shapes, batch, loss and optimizer --------------------------------
+
 
 def torch_model(name, dropout=0.5):
     nn = torch.nn
@@ -61,15 +66,28 @@ def torch_model(name, dropout=0.5):
         layers = [m for a, b in pairs for m in (nn.Linear(a, b), nn.ReLU())]
         return nn.Sequential(nn.Flatten(), *layers, nn.Linear(100, 10))
     if name == "simple_cnn":
-        return nn.Sequential(nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                             nn.Linear(30 * 12 * 12, 100), nn.ReLU(), nn.Linear(100, 10))
+        return nn.Sequential(
+            nn.Conv2d(1, 30, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(30 * 12 * 12, 100),
+            nn.ReLU(),
+            nn.Linear(100, 10),
+        )
     layers, c_in = [], 1  # deep_cnn: the book's chapter 8 net, conv4 padded by 2
     for i, c in enumerate([16, 16, 32, 32, 64, 64]):
         layers += [nn.Conv2d(c_in, c, 3, padding=2 if i == 3 else 1), nn.ReLU()]
         layers += [nn.MaxPool2d(2)] if i % 2 else []
         c_in = c
-    tail = [nn.Flatten(), nn.Linear(64 * 4 * 4, 50), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(50, 10), nn.Dropout(dropout)]
+    tail = [
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, 50),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(50, 10),
+        nn.Dropout(dropout),
+    ]
     return nn.Sequential(*layers, *tail)
 
 
@@ -87,10 +105,12 @@ def torch_step(name, optimizer, n):
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x), t).backward()
         opt.step()
+
     return step
 
 
 # -- measurement -----------------------------------------------------------------------------
+
 
 def median_rates(steps, n, seconds, clock=time.perf_counter, rounds=3):
     """samples/s of each step function: alternating rounds, median of all timed steps."""
@@ -108,8 +128,11 @@ def median_rates(steps, n, seconds, clock=time.perf_counter, rounds=3):
 
 
 def blas_kernels():
-    return [(i["internal_api"], i.get("architecture"), i["version"]) for i in threadpool_info()
-            if i["user_api"] == "blas"]
+    return [
+        (i["internal_api"], i.get("architecture"), i["version"])
+        for i in threadpool_info()
+        if i["user_api"] == "blas"
+    ]
 
 
 def run_table(args):
@@ -139,6 +162,7 @@ def run_table(args):
 
 # -- gradient check against PyTorch ----------------------------------------------------------
 
+
 def check_torch(name, dtype, n=8):
     """Max relative difference (max |a - b| / max |b| per parameter) of the gradients."""
     net = build({**MODELS[name], "dropout": 0.0}, dtype=dtype, seed=1)
@@ -155,14 +179,17 @@ def check_torch(name, dtype, n=8):
     x = x.astype(dtype)
     loss = net.loss(x, t)
     net.backward()
-    tloss = torch.nn.CrossEntropyLoss()(model(torch.from_numpy(x).reshape(n, 1, 28, 28)),
-                                        torch.from_numpy(t))
+    tloss = torch.nn.CrossEntropyLoss()(
+        model(torch.from_numpy(x).reshape(n, 1, 28, 28)), torch.from_numpy(t)
+    )
     tloss.backward()
     worst = abs(loss - tloss.item()) / abs(tloss.item())
     for m, k in zip(modules, names, strict=True):
         tW = m.weight.grad.numpy()
-        for ours, theirs in ((net.grads[f"{k}.W"], tW.T if tW.ndim == 2 else tW),
-                             (net.grads[f"{k}.b"], m.bias.grad.numpy())):
+        for ours, theirs in (
+            (net.grads[f"{k}.W"], tW.T if tW.ndim == 2 else tW),
+            (net.grads[f"{k}.b"], m.bias.grad.numpy()),
+        ):
             worst = max(worst, float(np.abs(ours - theirs).max() / np.abs(theirs).max()))
     return worst
 
@@ -174,11 +201,18 @@ def main():
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
-    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
-                        help="cpu: per-thread CPU time, for a loaded machine (1 thread only)")
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="cpu: per-thread CPU time, for a loaded machine (1 thread only)",
+    )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
-    parser.add_argument("--check-torch", action="store_true",
-                        help="compare loss and gradients with PyTorch for equal weights, exit")
+    parser.add_argument(
+        "--check-torch",
+        action="store_true",
+        help="compare loss and gradients with PyTorch for equal weights, exit",
+    )
     args = parser.parse_args()
     if not args.check_torch:
         run_table(args)

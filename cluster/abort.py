@@ -82,9 +82,13 @@ def handle(comm, error, user_errors=USER_ERRORS):
         code = EXIT_USER_ERROR
     elif isinstance(error, KeyboardInterrupt):
         code = EXIT_INTERRUPTED
-        log.error("%s", "interrupted: stopped at once, the last checkpoint is intact; run "
-                  "again with --resume auto" if local else f"{_who(comm)}: interrupted, "
-                  "aborting the job; the last checkpoint is intact")
+        log.error(
+            "%s",
+            "interrupted: stopped at once, the last checkpoint is intact; run "
+            "again with --resume auto"
+            if local
+            else f"{_who(comm)}: interrupted, aborting the job; the last checkpoint is intact",
+        )
     elif local:  # a bug: Python prints its traceback and exits 1, as under MPI
         return None
     elif isinstance(error, SystemExit):
@@ -92,8 +96,9 @@ def handle(comm, error, user_errors=USER_ERRORS):
         log.error("%s: exit with code %s, aborting the job", _who(comm), error.code)
     else:
         code = EXIT_FAILURE
-        log.error("%s: uncaught %s, aborting the job", _who(comm), type(error).__name__,
-                  exc_info=error)
+        log.error(
+            "%s: uncaught %s, aborting the job", _who(comm), type(error).__name__, exc_info=error
+        )
     if local:
         return code
     comm.abort(code)  # never returns

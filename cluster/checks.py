@@ -36,27 +36,45 @@ def assert_same(comm, what, value, describe=None, hint=""):
 
 def assert_same_layout(comm, layout):
     """The parameter layout: a sequence of (name, shape, dtype string) in construction order."""
-    assert_same(comm, "parameter layout", tuple(layout), describe=_describe_layout,
-                hint="every rank must build the same network from the same model spec")
+    assert_same(
+        comm,
+        "parameter layout",
+        tuple(layout),
+        describe=_describe_layout,
+        hint="every rank must build the same network from the same model spec",
+    )
 
 
 def assert_same_config(comm, config_text):
     """The resolved configuration, as text (e.g. the TOML written to the run directory)."""
-    assert_same(comm, "resolved config", config_text,
-                hint="every rank must read the same config file with the same --set flags")
+    assert_same(
+        comm,
+        "resolved config",
+        config_text,
+        hint="every rank must read the same config file with the same --set flags",
+    )
 
 
 def assert_same_data(comm, data_id):
     """The data set: any value that identifies it (e.g. the sha256 stored in the file)."""
-    assert_same(comm, "data file", data_id, describe=_describe_short,
-                hint="every rank must open the same HDF5 file (same contents on every node)")
+    assert_same(
+        comm,
+        "data file",
+        data_id,
+        describe=_describe_short,
+        hint="every rank must open the same HDF5 file (same contents on every node)",
+    )
 
 
 def assert_same_params(comm, flat):
     """The replica-divergence check: the parameter buffer must be bit-identical everywhere."""
-    assert_same(comm, "parameter checksum", flat,
-                hint="the replicas diverged: an update differed between ranks (rank-dependent "
-                     "code, a non-deterministic kernel, or a corrupted message)")
+    assert_same(
+        comm,
+        "parameter checksum",
+        flat,
+        hint="the replicas diverged: an update differed between ranks (rank-dependent "
+        "code, a non-deterministic kernel, or a corrupted message)",
+    )
 
 
 def fail_together(comm, what, error=None):

@@ -28,8 +28,13 @@ ABORT_DEADLINE_SECONDS = 2.0
 
 # Variables that MPI launchers set in every process they start: Hydra (MPICH, Intel MPI) and
 # Slurm's PMI2 set PMI_*, PMIx launchers PMIX_RANK, Open MPI OMPI_*, MVAPICH MV2_*.
-LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE",
-                      "MV2_COMM_WORLD_SIZE")
+LAUNCHER_VARIABLES = (
+    "PMI_RANK",
+    "PMI_SIZE",
+    "PMIX_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "MV2_COMM_WORLD_SIZE",
+)
 
 
 class Comm:
@@ -64,9 +69,11 @@ class Comm:
         node.Free()
 
     def __repr__(self):
-        return (f"Comm(rank={self.rank}, world_size={self.world_size}, "
-                f"local_rank={self.local_rank}, local_size={self.local_size}, "
-                f"timeout={self.timeout})")
+        return (
+            f"Comm(rank={self.rank}, world_size={self.world_size}, "
+            f"local_rank={self.local_rank}, local_size={self.local_size}, "
+            f"timeout={self.timeout})"
+        )
 
     # -- arrays: the hot path -------------------------------------------------------------
 
@@ -76,8 +83,14 @@ class Comm:
         Every rank must call this with an array of the same dtype and shape, in the same
         order. One message, whatever the size: pass the whole flat buffer.
         """
-        self._run("allreduce_sum_", buf.nbytes, self.mpi.Iallreduce,
-                  self._MPI.IN_PLACE, buf, self._MPI.SUM)
+        self._run(
+            "allreduce_sum_",
+            buf.nbytes,
+            self.mpi.Iallreduce,
+            self._MPI.IN_PLACE,
+            buf,
+            self._MPI.SUM,
+        )
 
     def allreduce_mean_(self, buf):
         """Replace `buf` (floating point) by the elementwise mean over the ranks.
@@ -86,8 +99,14 @@ class Comm:
         order. Sum first, then divide: every rank gets bit-identical results.
         """
         _check_floating(buf)
-        self._run("allreduce_mean_", buf.nbytes, self.mpi.Iallreduce,
-                  self._MPI.IN_PLACE, buf, self._MPI.SUM)
+        self._run(
+            "allreduce_mean_",
+            buf.nbytes,
+            self.mpi.Iallreduce,
+            self._MPI.IN_PLACE,
+            buf,
+            self._MPI.SUM,
+        )
         buf /= self.world_size
 
     def broadcast_(self, buf, root=0):
@@ -111,11 +130,13 @@ class Comm:
         """
         data = _dumps(obj)
         sizes = np.zeros(self.world_size, np.int64)
-        self._run("allgather_object", 8, self.mpi.Iallgather,
-                  np.array([data.size], np.int64), sizes)
+        self._run(
+            "allgather_object", 8, self.mpi.Iallgather, np.array([data.size], np.int64), sizes
+        )
         received = np.empty(int(sizes.sum()), np.uint8)
-        self._run("allgather_object", data.nbytes, self.mpi.Iallgatherv,
-                  data, (received, sizes.tolist()))
+        self._run(
+            "allgather_object", data.nbytes, self.mpi.Iallgatherv, data, (received, sizes.tolist())
+        )
         return _loads_all(received, sizes)
 
     def gather_object(self, obj, root=0):
@@ -126,8 +147,9 @@ class Comm:
         data = _dumps(obj)
         is_root = self.rank == root
         sizes = np.zeros(self.world_size if is_root else 0, np.int64)
-        self._run("gather_object", 8, self.mpi.Igather,
-                  np.array([data.size], np.int64), sizes, root)
+        self._run(
+            "gather_object", 8, self.mpi.Igather, np.array([data.size], np.int64), sizes, root
+        )
         received = np.empty(int(sizes.sum()), np.uint8)
         spec = (received, sizes.tolist()) if is_root else None
         self._run("gather_object", data.nbytes, self.mpi.Igatherv, data, spec, root)
@@ -274,8 +296,10 @@ def auto(timeout=DEFAULT_TIMEOUT):
 
 def _check_floating(buf):
     if buf.dtype.kind not in "fc":
-        raise TypeError(f"allreduce_mean_ needs a floating-point array, got {buf.dtype}; "
-                        "use allreduce_sum_ for integers")
+        raise TypeError(
+            f"allreduce_mean_ needs a floating-point array, got {buf.dtype}; "
+            "use allreduce_sum_ for integers"
+        )
 
 
 def _check_root(root):
@@ -291,7 +315,7 @@ def _loads_all(received, sizes):
     """Unpickle the concatenated pickles of every rank."""
     objects, start = [], 0
     for size in sizes.tolist():
-        objects.append(pickle.loads(received[start:start + size].tobytes()))
+        objects.append(pickle.loads(received[start : start + size].tobytes()))
         start += size
     return objects
 

@@ -41,8 +41,11 @@ class CommStats:
     @property
     def allreduce_bytes(self):
         """Bytes of every buffer passed to allreduce_sum_ and allreduce_mean_."""
-        return sum(self.by_name[name].nbytes for name in ("allreduce_sum_", "allreduce_mean_")
-                   if name in self.by_name)
+        return sum(
+            self.by_name[name].nbytes
+            for name in ("allreduce_sum_", "allreduce_mean_")
+            if name in self.by_name
+        )
 
     @property
     def wait_seconds(self):

@@ -68,20 +68,26 @@ def stall_message(mine, reports, world_size, timeout, waited):
     """
     rank, seq, name, step = mine
     where = f"{name} (collective #{seq}{_step_text(step)})"
-    parts = [f"rank {rank}/{world_size}: {where} has not completed after {waited:.1f} s "
-             f"(timeout {timeout:g} s)"]
+    parts = [
+        f"rank {rank}/{world_size}: {where} has not completed after {waited:.1f} s "
+        f"(timeout {timeout:g} s)"
+    ]
     arrived = [r for r, report in reports.items() if report[1:3] == (seq, name)]
     parts.append(f"waiting in it: {format_ranks(arrived)}")
     for r, (_, other_seq, other_name, other_step) in sorted(reports.items()):
         if r not in arrived:
-            parts.append(f"rank {r} is in {other_name} "
-                         f"(collective #{other_seq}{_step_text(other_step)})")
+            parts.append(
+                f"rank {r} is in {other_name} (collective #{other_seq}{_step_text(other_step)})"
+            )
     silent = sorted(set(range(world_size)) - set(reports))
     if silent:
-        parts.append(f"no answer from {format_ranks(silent)} (busy outside collectives, "
-                     "stuck or dead)")
-    return ("; ".join(parts) + ". Aborting the job; if a step, evaluation or checkpoint "
-            "can legitimately take this long, raise the collective timeout.")
+        parts.append(
+            f"no answer from {format_ranks(silent)} (busy outside collectives, stuck or dead)"
+        )
+    return (
+        "; ".join(parts) + ". Aborting the job; if a step, evaluation or checkpoint "
+        "can legitimately take this long, raise the collective timeout."
+    )
 
 
 def _step_text(step):

@@ -3,8 +3,18 @@
 CLASS_NAMES = {
     "mnist": [str(digit) for digit in range(10)],
     # Fashion-MNIST's labels, in label order (zalandoresearch/fashion-mnist, README).
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"],
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
 }
 
 

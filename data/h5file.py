@@ -64,8 +64,10 @@ ATTRIBUTES = {
     "pixel_std": (float, "a float in (0, 1]", lambda v: _fraction(v) and v > 0),
     "val_size": (int, "an integer >= 0", lambda v: v >= 0),
     "val_seed": (int, "an integer >= 0", lambda v: v >= 0),
-    **{f"sha256_{key}": (str, "64 lowercase hex digits (a sha256)", HEX64.fullmatch)
-       for key in sources.FILES},
+    **{
+        f"sha256_{key}": (str, "64 lowercase hex digits (a sha256)", HEX64.fullmatch)
+        for key in sources.FILES
+    },
 }
 
 
@@ -76,8 +78,10 @@ def write(path, splits, attrs):
     """
     unknown = sorted(set(splits) - set(REQUIRED_SPLITS + OPTIONAL_SPLITS))
     if unknown:
-        raise ValueError(f"data file {path}: split {unknown[0]} is unknown; expected "
-                         f"train, test and val; leave it out")
+        raise ValueError(
+            f"data file {path}: split {unknown[0]} is unknown; expected "
+            f"train, test and val; leave it out"
+        )
     for key, value in attrs.items():
         _check_attribute(f"data file {path}", key, _plain(value), "pass a value that fits")
     with h5py.File(path, "w") as f:
@@ -111,14 +115,18 @@ def open_checked(path):
     """Open `path` read-only and check its layout; the caller closes the returned h5py.File."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data file {path}: no such file; expected an HDF5 file made "
-                                f"by `mpinet prepare`; create it with `mpinet prepare --out "
-                                f"{path}`")
+        raise FileNotFoundError(
+            f"data file {path}: no such file; expected an HDF5 file made "
+            f"by `mpinet prepare`; create it with `mpinet prepare --out "
+            f"{path}`"
+        )
     try:
         f = h5py.File(path, "r", locking=False)
     except OSError as e:
-        raise ValueError(f"data file {path}: not a readable HDF5 file ({_first_line(e)}); "
-                         f"expected a file made by `mpinet prepare`; {_redo(path)}") from None
+        raise ValueError(
+            f"data file {path}: not a readable HDF5 file ({_first_line(e)}); "
+            f"expected a file made by `mpinet prepare`; {_redo(path)}"
+        ) from None
     try:
         _check_layout(path, f)
     except BaseException:
@@ -184,38 +192,49 @@ def _check_layout(path, f):
     where = f"data file {path}"
     attrs = {key: _plain(value) for key, value in f.attrs.items()}
     if "format_version" not in attrs:
-        raise ValueError(f"{where}: no format_version attribute; expected an mpinet data file; "
-                         f"create it with `mpinet prepare --out {path}`")
+        raise ValueError(
+            f"{where}: no format_version attribute; expected an mpinet data file; "
+            f"create it with `mpinet prepare --out {path}`"
+        )
     if attrs["format_version"] != FORMAT_VERSION:
-        raise ValueError(f"{where}: data format version {attrs['format_version']!r}; this "
-                         f"mpinet reads version {FORMAT_VERSION}; {_redo(path)}")
+        raise ValueError(
+            f"{where}: data format version {attrs['format_version']!r}; this "
+            f"mpinet reads version {FORMAT_VERSION}; {_redo(path)}"
+        )
     redo = _redo(path, attrs.get("dataset"))
     for key, value in attrs.items():
         _check_attribute(where, key, value, redo)
     missing = [name for name in REQUIRED_ATTRS if name not in attrs]
     if missing:
-        raise ValueError(f"{where}: root attribute {missing[0]} is missing; expected "
-                         f"{ATTRIBUTES[missing[0]][1]}; {redo}")
+        raise ValueError(
+            f"{where}: root attribute {missing[0]} is missing; expected "
+            f"{ATTRIBUTES[missing[0]][1]}; {redo}"
+        )
     _check_members(where, f, redo)
     for name in split_names(f):
         _check_split(where, f, name, redo)
     val = len(f["val"]["labels"]) if "val" in f else 0
     if attrs.get("val_size", val) != val:
-        raise ValueError(f"{where}: root attribute val_size is {attrs['val_size']}; expected "
-                         f"{val}, the size of /val; {redo}")
+        raise ValueError(
+            f"{where}: root attribute val_size is {attrs['val_size']}; expected "
+            f"{val}, the size of /val; {redo}"
+        )
 
 
 def _check_attribute(where, key, value, todo):
     """A one-line ValueError unless `key` is a known attribute and `value` fits it."""
     if key not in ATTRIBUTES:
-        raise ValueError(f"{where}: root attribute {key} is unknown; expected only "
-                         f"{', '.join(ATTRIBUTES)}; {todo}")
+        raise ValueError(
+            f"{where}: root attribute {key} is unknown; expected only "
+            f"{', '.join(ATTRIBUTES)}; {todo}"
+        )
     kind, expected, valid = ATTRIBUTES[key]
     right_kind = isinstance(value, kind) and not isinstance(value, bool)
     if not right_kind or (kind is float and not math.isfinite(value)) or not valid(value):
         shown = repr(value) if right_kind else f"{type(value).__name__} {value!r}"
-        raise ValueError(f"{where}: root attribute {key} is {shown[:70]}; expected {expected}; "
-                         f"{todo}")
+        raise ValueError(
+            f"{where}: root attribute {key} is {shown[:70]}; expected {expected}; {todo}"
+        )
 
 
 def _check_members(where, f, redo):
@@ -224,8 +243,10 @@ def _check_members(where, f, redo):
     for name, node in f.items():
         if name not in REQUIRED_SPLITS + OPTIONAL_SPLITS or not isinstance(node, h5py.Group):
             kind = "group" if isinstance(node, h5py.Group) else "dataset"
-            raise ValueError(f"{where}: /{name} is an unknown {kind}; expected only the "
-                             f"groups /train, /test and /val; {redo}")
+            raise ValueError(
+                f"{where}: /{name} is an unknown {kind}; expected only the "
+                f"groups /train, /test and /val; {redo}"
+            )
     for name in REQUIRED_SPLITS:
         if name not in f:
             raise ValueError(f"{where}: no /{name} group; expected /train and /test; {redo}")
@@ -233,13 +254,17 @@ def _check_members(where, f, redo):
         group = f[name]
         for member in group:
             if member not in KINDS:
-                raise ValueError(f"{where}: /{name}/{member} is unknown; expected only "
-                                 f"/{name}/images and /{name}/labels; {redo}")
+                raise ValueError(
+                    f"{where}: /{name}/{member} is unknown; expected only "
+                    f"/{name}/images and /{name}/labels; {redo}"
+                )
         for node in [group] + [group[kind] for kind in KINDS if kind in group]:
             extra = list(node.attrs)
             if extra:
-                raise ValueError(f"{where}: {node.name} attribute {extra[0]} is unknown; "
-                                 f"expected no attributes there; {redo}")
+                raise ValueError(
+                    f"{where}: {node.name} attribute {extra[0]} is unknown; "
+                    f"expected no attributes there; {redo}"
+                )
 
 
 def _check_split(where, f, name, redo):
@@ -248,18 +273,21 @@ def _check_split(where, f, name, redo):
         if not isinstance(node, h5py.Dataset):
             raise ValueError(f"{where}: no dataset /{name}/{kind}; expected uint8 {kind}; {redo}")
         if node.dtype != np.uint8:
-            raise ValueError(f"{where}: /{name}/{kind} has dtype {node.dtype}; expected uint8; "
-                             f"{redo}")
+            raise ValueError(
+                f"{where}: /{name}/{kind} has dtype {node.dtype}; expected uint8; {redo}"
+            )
     images, labels = f[name]["images"], f[name]["labels"]
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(f"{where}: /{name}/images has shape {images.shape}; expected "
-                         f"(N, 28, 28); {redo}")
+        raise ValueError(
+            f"{where}: /{name}/images has shape {images.shape}; expected (N, 28, 28); {redo}"
+        )
     if labels.shape != images.shape[:1]:
-        raise ValueError(f"{where}: /{name}/labels has shape {labels.shape}; expected "
-                         f"({images.shape[0]},) to match /{name}/images; {redo}")
+        raise ValueError(
+            f"{where}: /{name}/labels has shape {labels.shape}; expected "
+            f"({images.shape[0]},) to match /{name}/images; {redo}"
+        )
     if len(labels) and labels[:].max() >= NUM_CLASSES:  # 70 kB read: cheap
-        raise ValueError(f"{where}: /{name}/labels holds {labels[:].max()}; expected 0..9; "
-                         f"{redo}")
+        raise ValueError(f"{where}: /{name}/labels holds {labels[:].max()}; expected 0..9; {redo}")
 
 
 def _redo(path, dataset=None):

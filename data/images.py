@@ -28,8 +28,18 @@ MAX_SIDE = 4096  # pixels: larger images are refused before they are decoded
 # about damaged files straight to stderr, and a digit is rarely a TIFF.
 NETWORK_FORMATS = ("PNG", "JPEG", "PPM", "BMP", "GIF", "WEBP")
 # A crafted file makes Pillow raise any of these while decoding; all mean "damaged".
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
-                 struct.error, ZeroDivisionError, OverflowError)
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    ZeroDivisionError,
+    OverflowError,
+)
 # Pillow inflates PNG text chunks up to 64 MB per image by default: a 1 MiB upload of
 # compressed text would cost that; 8 MB leaves room for large ICC profiles.
 PngImagePlugin.MAX_TEXT_MEMORY = 8 * 2**20
@@ -48,8 +58,10 @@ def load_image(path):
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_IMAGE_BYTES:
-        raise ValueError(f"{path}: {size / 2**20:.1f} MiB; expected an image of a digit of at "
-                         f"most {MAX_IMAGE_BYTES // 2**20} MiB; scale or crop it down")
+        raise ValueError(
+            f"{path}: {size / 2**20:.1f} MiB; expected an image of a digit of at "
+            f"most {MAX_IMAGE_BYTES // 2**20} MiB; scale or crop it down"
+        )
     return image_from_bytes(path.read_bytes(), str(path))
 
 
@@ -66,15 +78,17 @@ def image_from_bytes(data, name="image", formats=None, max_pixels=None):
         gray = grayscale(open_image(data, name, formats, max_pixels))
     except ImageTooLarge:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning):
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         expected = ", ".join(formats) if formats else "PNG, JPEG, PGM, ..."
         readable = "in a format accepted here" if formats else "Pillow can read"
-        raise ValueError(f"{name}: not an image {readable}; expected {expected}; convert it "
-                         f"to PNG") from None
+        raise ValueError(
+            f"{name}: not an image {readable}; expected {expected}; convert it to PNG"
+        ) from None
     except DECODE_ERRORS as e:  # a truncated or damaged file
-        raise ValueError(f"{name}: the image cannot be decoded ({' '.join(str(e).split())}); "
-                         f"expected a complete image file; save it again") from None
+        raise ValueError(
+            f"{name}: the image cannot be decoded ({' '.join(str(e).split())}); "
+            f"expected a complete image file; save it again"
+        ) from None
     return mnist_style(gray, name)
 
 
@@ -83,8 +97,10 @@ def open_image(data, name, formats=None, max_pixels=None):
     image = Image.open(io.BytesIO(data), formats=formats)
     width, height = image.size
     if width > MAX_SIDE or height > MAX_SIDE:
-        raise ImageTooLarge(f"{name}: {width}x{height} pixels; expected at most "
-                            f"{MAX_SIDE}x{MAX_SIDE}; scale it down")
+        raise ImageTooLarge(
+            f"{name}: {width}x{height} pixels; expected at most "
+            f"{MAX_SIDE}x{MAX_SIDE}; scale it down"
+        )
     # JPEG's DCT scaling decodes at 1/2, 1/4 or 1/8 of the size (a 12 MP photo costs
     # under 1 MP); a progressive JPEG's coefficients are still kept whole: its full size counts.
     if image.format in ("JPEG", "MPO"):
@@ -92,9 +108,11 @@ def open_image(data, name, formats=None, max_pixels=None):
         if "progression" not in image.info:
             width, height = image.size
     if max_pixels and width * height > max_pixels:
-        raise ImageTooLarge(f"{name}: {width}x{height} pixels ({width * height / 1e6:.1f} MP "
-                            f"to decode); expected at most {max_pixels / 1e6:.1f} MP; scale it "
-                            f"down")
+        raise ImageTooLarge(
+            f"{name}: {width}x{height} pixels ({width * height / 1e6:.1f} MP "
+            f"to decode); expected at most {max_pixels / 1e6:.1f} MP; scale it "
+            f"down"
+        )
     return image
 
 
@@ -122,7 +140,7 @@ def mnist_style(gray, name="image"):
     """A grayscale digit of any size (floats in [0, 1]) -> (28, 28), made as MNIST was."""
     x = light_on_dark(gray, name)
     rows, cols = np.nonzero(x > INK)
-    x = x[rows.min():rows.max() + 1, cols.min():cols.max() + 1]  # crop to the ink
+    x = x[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]  # crop to the ink
     return centre_by_mass(fit_box(x, BOX))
 
 
@@ -134,8 +152,10 @@ def light_on_dark(gray, name="image"):
     background = min(background, 1 - background)
     contrast = float(x.max()) - background
     if contrast < MIN_CONTRAST:
-        raise ValueError(f"{name}: the image is blank; expected a digit that stands out from "
-                         f"the background; pass an image with more contrast")
+        raise ValueError(
+            f"{name}: the image is blank; expected a digit that stands out from "
+            f"the background; pass an image with more contrast"
+        )
     return np.clip((x - background) / contrast, 0, 1)
 
 
@@ -158,7 +178,7 @@ def centre_by_mass(x, size=SIZE):
     top = int(np.clip(round(centre - cy), 0, size - h))
     left = int(np.clip(round(centre - cx), 0, size - w))
     out = np.zeros((size, size))
-    out[top:top + h, left:left + w] = x
+    out[top : top + h, left : left + w] = x
     return out
 
 
@@ -167,13 +187,17 @@ def load_array(path):
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_ARRAY_BYTES:
-        raise ValueError(f"{path}: {size / 2**20:.0f} MiB; expected at most "
-                         f"{MAX_ARRAY_BYTES // 2**20} MiB; split it into smaller .npy files")
+        raise ValueError(
+            f"{path}: {size / 2**20:.0f} MiB; expected at most "
+            f"{MAX_ARRAY_BYTES // 2**20} MiB; split it into smaller .npy files"
+        )
     try:
         array = np.load(path, allow_pickle=False)  # never unpickle a file from elsewhere
     except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npy array ({e}); expected a file written "
-                         f"by numpy.save; save the array again") from None
+        raise ValueError(
+            f"{path}: not a readable .npy array ({e}); expected a file written "
+            f"by numpy.save; save the array again"
+        ) from None
     return as_images(array, str(path))
 
 
@@ -183,25 +207,34 @@ def as_images(array, name="array"):
     try:
         array = np.asarray(array)
     except ValueError:  # nested lists of unequal lengths
-        raise ValueError(f"{name}: rows of unequal length; expected a rectangular array; make "
-                         f"every row 784 (or 28 x 28) numbers") from None
+        raise ValueError(
+            f"{name}: rows of unequal length; expected a rectangular array; make "
+            f"every row 784 (or 28 x 28) numbers"
+        ) from None
     if array.dtype.kind not in "uif":
-        raise ValueError(f"{name}: dtype {array.dtype}; expected numbers (uint8 0..255 or "
-                         f"floats 0..1); convert the array")
+        raise ValueError(
+            f"{name}: dtype {array.dtype}; expected numbers (uint8 0..255 or "
+            f"floats 0..1); convert the array"
+        )
     shapes = {(SIZE, SIZE): 1, (SIZE * SIZE,): 1}
     if array.shape in shapes:
         array = array.reshape(1, SIZE, SIZE)
     elif array.ndim in (2, 3) and array.shape[1:] in shapes and len(array) > 0:
         array = array.reshape(len(array), SIZE, SIZE)
     else:
-        raise ValueError(f"{name}: shape {array.shape}; expected (n, 28, 28) or (n, 784) "
-                         f"with n >= 1; reshape it")
+        raise ValueError(
+            f"{name}: shape {array.shape}; expected (n, 28, 28) or (n, 784) with n >= 1; reshape it"
+        )
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 1:
-            raise ValueError(f"{name}: float pixels outside 0..1 (or not finite); expected "
-                             f"0..1; scale them (or pass uint8 0..255)")
+            raise ValueError(
+                f"{name}: float pixels outside 0..1 (or not finite); expected "
+                f"0..1; scale them (or pass uint8 0..255)"
+            )
         return array.astype(np.float64)
     if array.min() < 0 or array.max() > 255:
-        raise ValueError(f"{name}: integer pixels {array.min()}..{array.max()}; expected "
-                         f"0..255; clip or rescale them")
+        raise ValueError(
+            f"{name}: integer pixels {array.min()}..{array.max()}; expected "
+            f"0..255; clip or rescale them"
+        )
     return array.astype(np.float64) / 255

@@ -56,13 +56,16 @@ def ensure_prepared(path=None, dataset="mnist", source=None):
             raise FileNotFoundError(
                 f"data file {path}: no such file; expected an HDF5 file made by `mpinet "
                 f"prepare`; run `mpinet prepare --dataset {dataset} --out {path}`, or leave "
-                f"data.path unset to use the cache ({default})")
+                f"data.path unset to use the cache ({default})"
+            )
         path, _, where = _prepare(dataset, source, path, False, 0)
         return path, f"prepared from {where}"
     found = str(validate(path)["dataset"])
     if found != dataset:
-        raise ValueError(f"data file {path}: holds {found}; expected {dataset} (data.dataset); "
-                         f"set data.dataset={found}, or pass a {dataset} file to --data")
+        raise ValueError(
+            f"data file {path}: holds {found}; expected {dataset} (data.dataset); "
+            f"set data.dataset={found}, or pass a {dataset} file to --data"
+        )
     return path, "existing"
 
 

@@ -36,9 +36,12 @@ def xor(x):
 
 def main(argv=None):
     p = example_parser(__doc__, "01_perceptrons", data=False)
-    p.add_argument("--quick", action="store_true",
-                   help="accepted for symmetry with the other examples; this one is already "
-                        "quick (default: off)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="accepted for symmetry with the other examples; this one is already "
+        "quick (default: off)",
+    )
     args = p.parse_args(argv)
     limit_threads(args.threads, default=1)
 
@@ -60,17 +63,24 @@ def figure(tables):
     grid = np.stack([x1.ravel(), x2.ravel()], axis=1)
     gates = {name: perceptron(*wb) for name, wb in GATES.items()}
     gates["XOR"] = xor
-    fig, axes = plt.subplots(1, 4, figsize=(12, 4), layout="constrained",
-                             sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, 4, figsize=(12, 4), layout="constrained", sharex=True, sharey=True)
     for ax, (name, gate) in zip(axes, gates.items(), strict=True):
         ones = gate(grid).reshape(x1.shape)
         ax.contourf(x1, x2, ones, levels=[-0.5, 0.5, 1.5], colors=["#dce4f7", "#f7d9d9"])
         ax.contour(x1, x2, ones, levels=[0.5], colors="k", linestyles="--", linewidths=1)
-        ax.scatter(*INPUTS.T, c=tables[name], cmap="bwr", vmin=0, vmax=1, s=120,
-                   edgecolors="k", zorder=3)
+        ax.scatter(
+            *INPUTS.T, c=tables[name], cmap="bwr", vmin=0, vmax=1, s=120, edgecolors="k", zorder=3
+        )
         title = "XOR = AND(NAND, OR)" if name == "XOR" else name
-        ax.set(title=title, xlim=(-0.5, 1.5), ylim=(-0.5, 1.5), xlabel="x1", aspect="equal",
-               xticks=[0, 1], yticks=[0, 1])
+        ax.set(
+            title=title,
+            xlim=(-0.5, 1.5),
+            ylim=(-0.5, 1.5),
+            xlabel="x1",
+            aspect="equal",
+            xticks=[0, 1],
+            yticks=[0, 1],
+        )
     axes[0].set_ylabel("x2")
     fig.suptitle("output 1: red points, shaded red; output 0: blue (dashed: the boundary)")
     return fig

@@ -6,7 +6,6 @@ Input [1.0, 0.5] gives [0.31682708, 0.69627909], as in the book.
     python examples/02_three_layer.py [--out DIR]
 """
 
-
 import numpy as np
 from common import example_parser, plt, save
 
@@ -15,9 +14,12 @@ from mpinet.model.functions import identity_function
 from mpinet.model.layers import Affine, Sigmoid
 
 WEIGHTS = {  # the book's init_network()
-    "W1": [[0.1, 0.3, 0.5], [0.2, 0.4, 0.6]], "b1": [0.1, 0.2, 0.3],
-    "W2": [[0.1, 0.4], [0.2, 0.5], [0.3, 0.6]], "b2": [0.1, 0.2],
-    "W3": [[0.1, 0.3], [0.2, 0.4]], "b3": [0.1, 0.2],
+    "W1": [[0.1, 0.3, 0.5], [0.2, 0.4, 0.6]],
+    "b1": [0.1, 0.2, 0.3],
+    "W2": [[0.1, 0.4], [0.2, 0.5], [0.3, 0.6]],
+    "b2": [0.1, 0.2],
+    "W3": [[0.1, 0.3], [0.2, 0.4]],
+    "b3": [0.1, 0.2],
 }
 
 
@@ -40,9 +42,12 @@ def forward(layers, x):
 
 def main(argv=None):
     p = example_parser(__doc__, "02_three_layer", data=False)
-    p.add_argument("--quick", action="store_true",
-                   help="accepted for symmetry with the other examples; this one is already "
-                        "quick (default: off)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="accepted for symmetry with the other examples; this one is already "
+        "quick (default: off)",
+    )
     args = p.parse_args(argv)
     limit_threads(args.threads, default=1)
 

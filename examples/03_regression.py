@@ -16,7 +16,6 @@ The loss is IdentityWithLoss (mean squared error), via build(..., loss="mse").
     python examples/03_regression.py [--steps N] [--out DIR]
 """
 
-
 import numpy as np
 from common import example_parser, plt, save
 
@@ -32,10 +31,12 @@ def target(x):
 
 def main(argv=None):
     p = example_parser(__doc__, "03_regression", data=False)
-    p.add_argument("--steps", type=int, default=6000,
-                   help="Adam steps of batch 100 (default: %(default)s)")
-    p.add_argument("--quick", action="store_true",
-                   help="2000 steps, for a smoke test (default: off)")
+    p.add_argument(
+        "--steps", type=int, default=6000, help="Adam steps of batch 100 (default: %(default)s)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="2000 steps, for a smoke test (default: off)"
+    )
     args = p.parse_args(argv)
     limit_threads(args.threads, default=1)
     steps = 2000 if args.quick else args.steps
@@ -43,8 +44,15 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     x_train = rng.uniform(-10, 10, (2000, 2))
     y_train = target(x_train)[:, None]
-    spec = {"name": "mlp", "input_shape": [2], "output_size": 1, "hidden": [64, 64],
-            "activation": "tanh", "loss": "mse", "init": "xavier"}
+    spec = {
+        "name": "mlp",
+        "input_shape": [2],
+        "output_size": 1,
+        "hidden": [64, 64],
+        "activation": "tanh",
+        "loss": "mse",
+        "init": "xavier",
+    }
     net = build(spec, dtype="float64", seed=0)
     opt = create("adam", lr=3e-3)
     for step in range(steps):

@@ -10,7 +10,6 @@ the notes' pitfall. h = 1e-4 (the book's choice, and mpinet's) sits near the swe
     python examples/04_numerical_diff.py [--out DIR]
 """
 
-
 import numpy as np
 from common import example_parser, plt, save
 
@@ -34,9 +33,12 @@ def central_diff(x, h):
 
 def main(argv=None):
     p = example_parser(__doc__, "04_numerical_diff", data=False)
-    p.add_argument("--quick", action="store_true",
-                   help="accepted for symmetry with the other examples; this one is already "
-                        "quick (default: off)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="accepted for symmetry with the other examples; this one is already "
+        "quick (default: off)",
+    )
     args = p.parse_args(argv)
     limit_threads(args.threads, default=1)
 
@@ -44,8 +46,10 @@ def main(argv=None):
     hs = np.logspace(-1, -16, 61)
     fwd = np.array([abs(forward_diff(x, h) - exact) for h in hs])
     cen = np.array([abs(central_diff(x, h) - exact) for h in hs])
-    errors = {h: (abs(forward_diff(x, h) - exact), abs(central_diff(x, h) - exact))
-              for h in (1e-2, 1e-4, 1e-8, 1e-12, 1e-50)}
+    errors = {
+        h: (abs(forward_diff(x, h) - exact), abs(central_diff(x, h) - exact))
+        for h in (1e-2, 1e-4, 1e-8, 1e-12, 1e-50)
+    }
     print(f"f'(5) = {exact}; 5 + 1e-50 == 5 is {x + 1e-50 == x}")
     print("       h   forward error   central error")
     for h, (ef, ec) in errors.items():
@@ -57,8 +61,11 @@ def main(argv=None):
     ax.loglog(hs, cen + tiny, "s-", ms=3, label="central (f(x+h) - f(x-h)) / 2h")
     ax.axvline(1e-4, color="gray", ls="--", label="h = 1e-4")
     ax.invert_xaxis()
-    ax.set(xlabel="h", ylabel="|error| of f'(5)",
-           title="at h = 1e-50 the error is 0.2 (100 %): x + h == x")
+    ax.set(
+        xlabel="h",
+        ylabel="|error| of f'(5)",
+        title="at h = 1e-50 the error is 0.2 (100 %): x + h == x",
+    )
     ax.legend(fontsize=8)
     save(fig, args.out, "errors.png")
     return errors

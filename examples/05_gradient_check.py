@@ -14,7 +14,6 @@ round-off (1e-17 vs 1e-12): a relative error of noise. The absolute error shows 
     python examples/05_gradient_check.py [--out DIR]
 """
 
-
 import numpy as np
 from common import example_parser, plt, save
 
@@ -24,9 +23,14 @@ from mpinet.model.gradient import numerical_gradient, relative_error
 SMALL = {"input_shape": [1, 8, 8], "dropout": 0.0}
 NETWORKS = {
     "mlp (relu)": {"name": "mlp", "hidden": [10, 10], **SMALL},
-    "mlp (tanh, batchnorm, weight decay)": {"name": "mlp", "hidden": [10, 10],
-                                             "activation": "tanh", "batchnorm": True,
-                                             "weight_decay": 0.1, **SMALL},
+    "mlp (tanh, batchnorm, weight decay)": {
+        "name": "mlp",
+        "hidden": [10, 10],
+        "activation": "tanh",
+        "batchnorm": True,
+        "weight_decay": 0.1,
+        **SMALL,
+    },
     "simple_cnn": {"name": "simple_cnn", "filters": 3, "hidden": 10, "init": 0.3, **SMALL},
     "deep_cnn": {"name": "deep_cnn", "filters": [2, 3, 3, 4, 4, 4], "hidden": 6, **SMALL},
 }
@@ -46,36 +50,46 @@ def check(spec, seed=0):
     errors = {}
     for name, g in net.grads.items():
         view = net.params[name]  # the same offset in the flat buffer, for both gradients
-        offset = (view.__array_interface__["data"][0]
-                  - net.buffer.data.__array_interface__["data"][0]) // view.itemsize
-        num = numeric[offset:offset + g.size].reshape(g.shape)
+        offset = (
+            view.__array_interface__["data"][0] - net.buffer.data.__array_interface__["data"][0]
+        ) // view.itemsize
+        num = numeric[offset : offset + g.size].reshape(g.shape)
         errors[name] = (float(relative_error(g, num).max()), float(np.abs(g - num).max()))
     return errors
 
 
 def main(argv=None):
     p = example_parser(__doc__, "05_gradient_check", data=False)
-    p.add_argument("--quick", action="store_true",
-                   help="accepted for symmetry with the other examples; this one is already "
-                        "quick (default: off)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="accepted for symmetry with the other examples; this one is already "
+        "quick (default: off)",
+    )
     args = p.parse_args(argv)
     limit_threads(args.threads, default=1)
 
     table = {label: check(spec) for label, spec in NETWORKS.items()}
-    print(f"{'network':38} {'tensors':>7} {'max rel. error':>15} {'max abs. error':>15}"
-          "  worst tensor")
+    print(
+        f"{'network':38} {'tensors':>7} {'max rel. error':>15} {'max abs. error':>15}  worst tensor"
+    )
     summary = {}
     for label, errors in table.items():
         worst = max(errors, key=lambda name: errors[name][0])
         summary[label] = (errors[worst][0], max(abs_err for _, abs_err in errors.values()))
-        print(f"{label:38} {len(errors):7d} {summary[label][0]:15.2e} {summary[label][1]:15.2e}"
-              f"  {worst}")
+        print(
+            f"{label:38} {len(errors):7d} {summary[label][0]:15.2e} {summary[label][1]:15.2e}"
+            f"  {worst}"
+        )
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for label, errors in table.items():
         ax.semilogy(range(len(errors)), [rel for rel, _ in errors.values()], "o-", label=label)
-    ax.set(xlabel="parameter tensor (construction order)", ylabel="max relative error",
-           title="backprop vs numerical gradient (float64, h = 1e-4)")
+    ax.set(
+        xlabel="parameter tensor (construction order)",
+        ylabel="max relative error",
+        title="backprop vs numerical gradient (float64, h = 1e-4)",
+    )
     ax.legend(fontsize=7)
     save(fig, args.out, "errors.png")
     return summary  # {network: (max relative error, max absolute error)}

@@ -8,37 +8,52 @@ inverted) both narrow the gap between the curves. SGD lr 0.01, batch 100, as the
     python examples/09_overfitting.py [--epochs 200] [--out DIR] [--data H5]
 """
 
-
 from common import example_parser, load_mnist, plt, save, train
 
 from mpinet.model import build, limit_threads
 from mpinet.model.optimizers import create
 
-SETTINGS = {"plain": {}, "weight decay 0.1": {"weight_decay": 0.1},
-            "dropout 0.2": {"dropout": 0.2}}
+SETTINGS = {"plain": {}, "weight decay 0.1": {"weight_decay": 0.1}, "dropout 0.2": {"dropout": 0.2}}
 
 
 def main(argv=None):
     p = example_parser(__doc__, "09_overfitting")
-    p.add_argument("--epochs", type=int, default=200,
-                   help="epochs over the 300 training samples (default: %(default)s)")
-    p.add_argument("--quick", action="store_true",
-                   help="20 epochs, 500 test samples, for a smoke test (default: off)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=200,
+        help="epochs over the 300 training samples (default: %(default)s)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="20 epochs, 500 test samples, for a smoke test (default: off)",
+    )
     args = p.parse_args(argv)
     limit_threads(args.threads, default=1)
     epochs, n_test = (20, 500) if args.quick else (args.epochs, 2000)
 
     x, t, x_test, t_test = load_mnist(args.data, n_train=300, n_test=n_test)
-    fig, axes = plt.subplots(1, len(SETTINGS), figsize=(12, 3.5), sharey=True,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(SETTINGS), figsize=(12, 3.5), sharey=True, layout="constrained")
     results = {}
     for ax, (label, extra) in zip(axes, SETTINGS.items(), strict=True):
         net = build({"name": "mlp", "hidden": [100] * 6, **extra}, seed=0)
-        _, acc, test_acc = train(net, create("sgd", lr=0.01), x, t, epochs * 3,
-                                 every=3, x_test=x_test, t_test=t_test, label=label)
+        _, acc, test_acc = train(
+            net,
+            create("sgd", lr=0.01),
+            x,
+            t,
+            epochs * 3,
+            every=3,
+            x_test=x_test,
+            t_test=t_test,
+            label=label,
+        )
         results[label] = (acc[-1], test_acc[-1])
-        print(f"{label:17s} train accuracy {acc[-1]:.3f}, test {test_acc[-1]:.3f}, "
-              f"gap {acc[-1] - test_acc[-1]:.3f}")
+        print(
+            f"{label:17s} train accuracy {acc[-1]:.3f}, test {test_acc[-1]:.3f}, "
+            f"gap {acc[-1] - test_acc[-1]:.3f}"
+        )
         ax.plot(range(1, epochs + 1), acc, label="train (300 samples)")
         ax.plot(range(1, epochs + 1), test_acc, label=f"test ({n_test} samples)")
         ax.set(title=label, xlabel="epoch", ylim=(0, 1.02))

@@ -18,7 +18,6 @@ makes the same file.
     python examples/10_hyperparameter_search.py          # one process: every trial in turn
 """
 
-
 import argparse
 import sys
 from pathlib import Path
@@ -39,7 +38,7 @@ def run_trial(group, lr, wd, data, epochs, batch_size=100, seed=0):
     opt = create("sgd", lr=lr)
     rng = np.random.default_rng(seed)  # the same batches on every rank of the group
     for _ in range(epochs * len(x) // batch_size):
-        idx = rng.choice(len(x), batch_size, replace=False)[group.rank::group.world_size]
+        idx = rng.choice(len(x), batch_size, replace=False)[group.rank :: group.world_size]
         net.loss(x[idx], t[idx])
         net.backward()
         group.allreduce_mean_(net.buffer.grad)  # dist: equal local batches, so mean = global
@@ -59,7 +58,8 @@ def val_file(text):
         if "val" not in f:
             raise argparse.ArgumentTypeError(
                 f"{path}: has no /val split; expected a file made by `mpinet prepare --val N`; "
-                f"run `mpinet prepare --val {VAL} --out FILE.h5` and pass that file")
+                f"run `mpinet prepare --val {VAL} --out FILE.h5` and pass that file"
+            )
     return path
 
 
@@ -67,38 +67,57 @@ def load(path, n_train, n_val):
     with h5py.File(path, "r") as f:
         x, t = f["train/images"][:n_train], f["train/labels"][:n_train]
         x_val, t_val = f["val/images"][:n_val], f["val/labels"][:n_val]
-    return (x.reshape(-1, 784) / np.float32(255), t.astype(np.int64),
-            x_val.reshape(-1, 784) / np.float32(255), t_val.astype(np.int64))
+    return (
+        x.reshape(-1, 784) / np.float32(255),
+        t.astype(np.int64),
+        x_val.reshape(-1, 784) / np.float32(255),
+        t_val.astype(np.int64),
+    )
 
 
 def parser():
     p = example_parser(__doc__, "10_hyperparameter_search", data=False)
-    p.add_argument("--data", metavar="FILE.h5", type=val_file,
-                   help="an MNIST file with a /val split, made by `mpinet prepare --val N` "
-                        f"(default: mnist-val{VAL}.h5 in mpinet's cache, prepared on first use)")
-    p.add_argument("--trials", type=int, default=20,
-                   help="random (learning rate, weight decay) pairs to try (default: "
-                        "%(default)s)")
-    p.add_argument("--train", type=int, default=2000,
-                   help="training samples per trial (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=10,
-                   help="epochs per trial (default: %(default)s)")
-    p.add_argument("--group-size", type=int, default=1,
-                   help="ranks per trial; must divide the world size (default: %(default)s)")
-    p.add_argument("--quick", action="store_true",
-                   help="4 trials, 300 samples, 2 epochs, for a smoke test (default: off)")
+    p.add_argument(
+        "--data",
+        metavar="FILE.h5",
+        type=val_file,
+        help="an MNIST file with a /val split, made by `mpinet prepare --val N` "
+        f"(default: mnist-val{VAL}.h5 in mpinet's cache, prepared on first use)",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=20,
+        help="random (learning rate, weight decay) pairs to try (default: %(default)s)",
+    )
+    p.add_argument(
+        "--train", type=int, default=2000, help="training samples per trial (default: %(default)s)"
+    )
+    p.add_argument("--epochs", type=int, default=10, help="epochs per trial (default: %(default)s)")
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=1,
+        help="ranks per trial; must divide the world size (default: %(default)s)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="4 trials, 300 samples, 2 epochs, for a smoke test (default: off)",
+    )
     return p
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
     limit_threads(args.threads, default=1)
-    trials, n_train, epochs = (4, 300, 2) if args.quick else (args.trials, args.train,
-                                                              args.epochs)
+    trials, n_train, epochs = (4, 300, 2) if args.quick else (args.trials, args.train, args.epochs)
     world = auto()
     if world.world_size % args.group_size:
-        raise SystemExit(f"--group-size {args.group_size}: does not divide the world size "
-                         f"{world.world_size}; expected a divisor of it; choose another")
+        raise SystemExit(
+            f"--group-size {args.group_size}: does not divide the world size "
+            f"{world.world_size}; expected a divisor of it; choose another"
+        )
     n_groups = world.world_size // args.group_size
     group = world.split(world.rank // args.group_size, key=world.rank)
 
@@ -115,8 +134,10 @@ def main(argv=None):
         if group.is_root:
             mine.append((i, float(lrs[i]), float(wds[i]), acc, world.rank))
             # Progress, one write per line: the ranks' lines must not interleave mid-line.
-            sys.stderr.write(f"rank {world.rank}: trial {i} done ({len(mine)}/{len(share)} of "
-                             f"its group's), val accuracy {acc:.3f}\n")
+            sys.stderr.write(
+                f"rank {world.rank}: trial {i} done ({len(mine)}/{len(share)} of "
+                f"its group's), val accuracy {acc:.3f}\n"
+            )
             sys.stderr.flush()
     gathered = world.gather_object(mine)
     if not world.is_root:
@@ -133,11 +154,22 @@ def report(results, trials, out):
     for i, lr, wd, acc, rank in results:
         print(f"{rank:5d} {i:6d} {lr:11.2e} {wd:15.2e} {acc:14.3f}")
     fig, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
-    sc = ax.scatter([r[1] for r in results], [r[2] for r in results],
-                    c=[r[3] for r in results], cmap="viridis", s=60, edgecolors="k")
+    sc = ax.scatter(
+        [r[1] for r in results],
+        [r[2] for r in results],
+        c=[r[3] for r in results],
+        cmap="viridis",
+        s=60,
+        edgecolors="k",
+    )
     fig.colorbar(sc, label="validation accuracy")
-    ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="weight decay",
-           title=f"random search, {trials} trials")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="learning rate",
+        ylabel="weight decay",
+        title=f"random search, {trials} trials",
+    )
     save(fig, out, "search.png")
 
 

@@ -5,7 +5,6 @@ blobs of one sign next to blobs of the other).
     python examples/11_cnn_filters.py [--steps 600] [--out DIR] [--data H5]
 """
 
-
 from common import example_parser, load_mnist, plt, save, train
 
 from mpinet.model import build, limit_threads
@@ -24,10 +23,14 @@ def show(filters, title, out, name):
 
 def main(argv=None):
     p = example_parser(__doc__, "11_cnn_filters")
-    p.add_argument("--steps", type=int, default=600,
-                   help="Adam steps of batch 100 (default: %(default)s)")
-    p.add_argument("--quick", action="store_true",
-                   help="30 steps on 1000 samples, for a smoke test (default: off)")
+    p.add_argument(
+        "--steps", type=int, default=600, help="Adam steps of batch 100 (default: %(default)s)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="30 steps on 1000 samples, for a smoke test (default: off)",
+    )
     args = p.parse_args(argv)
     limit_threads(args.threads, default=1)
     steps, n_train = (30, 1000) if args.quick else (args.steps, 60000)
@@ -39,8 +42,12 @@ def main(argv=None):
     train(net, create("adam", lr=1e-3), x, t, steps, label="simple_cnn")
     after = net.params["conv1.W"]
     acc = net.accuracy(x_test, t_test)
-    show(after, f"after {steps} steps (test accuracy {acc:.3f} on 1000 images)",
-         args.out, "filters_after.png")
+    show(
+        after,
+        f"after {steps} steps (test accuracy {acc:.3f} on 1000 images)",
+        args.out,
+        "filters_after.png",
+    )
     change = float(abs(after - before).mean() / abs(before).mean())
     print(f"test accuracy {acc:.4f}; mean |change| of the filters {change:.2f}x their mean |value|")
     return {"accuracy": acc, "change": change}

@@ -27,23 +27,36 @@ def example_parser(doc, name, data=True):
     MNIST ones. The description is the docstring's first paragraph, whole."""
     first_paragraph = " ".join(doc.strip().split("\n\n")[0].split())
     p = argparse.ArgumentParser(description=first_paragraph)
-    p.add_argument("--out", metavar="DIR", default=f"examples/out/{name}",
-                   help="directory for the figures (default: %(default)s)")
-    p.add_argument("--threads", metavar="N", type=thread_count,
-                   help="BLAS threads, set by mpinet.model.limit_threads (default: "
-                        "$MPINET_BLAS_THREADS, else 1: these small matrices gain nothing from "
-                        "more, and a busy machine made 2 threads 5-17x slower)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default=f"examples/out/{name}",
+        help="directory for the figures (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        metavar="N",
+        type=thread_count,
+        help="BLAS threads, set by mpinet.model.limit_threads (default: "
+        "$MPINET_BLAS_THREADS, else 1: these small matrices gain nothing from "
+        "more, and a busy machine made 2 threads 5-17x slower)",
+    )
     if data:
-        p.add_argument("--data", metavar="FILE.h5", type=data_file,
-                       help="an MNIST file made by `mpinet prepare` (default: mpinet's cache, "
-                            f"{default_out('mnist')}, prepared on first use)")
+        p.add_argument(
+            "--data",
+            metavar="FILE.h5",
+            type=data_file,
+            help="an MNIST file made by `mpinet prepare` (default: mpinet's cache, "
+            f"{default_out('mnist')}, prepared on first use)",
+        )
     return p
 
 
 def thread_count(text):
     if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text}: not a thread count; expected a whole number "
-                                         f">= 1, e.g. --threads 1")
+        raise argparse.ArgumentTypeError(
+            f"{text}: not a thread count; expected a whole number >= 1, e.g. --threads 1"
+        )
     return int(text)
 
 
@@ -58,8 +71,10 @@ def data_file(text):
 def missing_file(path, val=0):
     """The one-line error for a --data file that does not exist, naming the command to run."""
     prepare_args = f"--val {val} --out {path}" if val else f"--out {path}"
-    return (f"{path}: no such file; expected an MNIST HDF5 file made by `mpinet prepare`; "
-            f"run `mpinet prepare {prepare_args}`, or leave --data out to use the cache")
+    return (
+        f"{path}: no such file; expected an MNIST HDF5 file made by `mpinet prepare`; "
+        f"run `mpinet prepare {prepare_args}`, or leave --data out to use the cache"
+    )
 
 
 def data_source():
@@ -95,8 +110,12 @@ def load_mnist(path=None, n_train=None, n_test=None, split_test="test", flat=Tru
         x_te, t_te = f[f"{split_test}/images"][:n_test], f[f"{split_test}/labels"][:n_test]
     shape = (-1, 784) if flat else (-1, 1, 28, 28)
     scale = np.float32(1 / 255)  # the network refuses uint8 pixels: floats in [0, 1]
-    return (x_tr.reshape(shape) * scale, t_tr.astype(np.int64),
-            x_te.reshape(shape) * scale, t_te.astype(np.int64))
+    return (
+        x_tr.reshape(shape) * scale,
+        t_tr.astype(np.int64),
+        x_te.reshape(shape) * scale,
+        t_te.astype(np.int64),
+    )
 
 
 def save(fig, out, name):
@@ -132,8 +151,9 @@ class Progress:
             self.bar.set_postfix(loss=f"{loss:.4f}")
         elif done % self.every == 0 or done == self.total:
             seconds = time.perf_counter() - self.start
-            self.stream.write(f"{self.label}: step {done}/{self.total}, loss {loss:.4f}, "
-                              f"{seconds:.1f} s\n")  # one write: lines never interleave
+            self.stream.write(
+                f"{self.label}: step {done}/{self.total}, loss {loss:.4f}, {seconds:.1f} s\n"
+            )  # one write: lines never interleave
             self.stream.flush()
 
     def close(self):
@@ -141,8 +161,19 @@ class Progress:
             self.bar.close()
 
 
-def train(net, opt, x, t, steps, batch_size=100, seed=0, every=None, x_test=None, t_test=None,
-          label="train"):
+def train(
+    net,
+    opt,
+    x,
+    t,
+    steps,
+    batch_size=100,
+    seed=0,
+    every=None,
+    x_test=None,
+    t_test=None,
+    label="train",
+):
     """Plain mini-batch training, the book's loop: returns the loss of every step, and
     (when `every` is set) train and test accuracy every `every` steps."""
     rng = np.random.default_rng(seed)

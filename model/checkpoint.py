@@ -39,9 +39,26 @@ from .networks import build
 from .optimizers import OPTIMIZERS
 from .weights16 import STORED, to_stored
 
-__all__ = ["FORMAT_VERSION", "META", "NAME", "Checkpoint", "CheckpointError",
-           "checkpoint_files", "fsync", "load", "locate", "network", "optimizer_name", "read",
-           "read_pointer", "resolve", "restore", "rng_state", "save", "set_rng_state"]
+__all__ = [
+    "FORMAT_VERSION",
+    "META",
+    "NAME",
+    "Checkpoint",
+    "CheckpointError",
+    "checkpoint_files",
+    "fsync",
+    "load",
+    "locate",
+    "network",
+    "optimizer_name",
+    "read",
+    "read_pointer",
+    "resolve",
+    "restore",
+    "rng_state",
+    "save",
+    "set_rng_state",
+]
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -57,9 +74,11 @@ def save(path, net, optimizer=None, meta=None, weights=None):
     path = Path(path)
     meta = check_meta(dict(meta or {}))
     if weights is not None and (weights not in STORED or optimizer is not None):
-        raise ValueError(f"checkpoint {path}: weights={weights!r} with an optimizer "
-                         f"{optimizer is not None}; expected float16 or bfloat16 and no "
-                         f"optimizer (16-bit checkpoints are for inference)")
+        raise ValueError(
+            f"checkpoint {path}: weights={weights!r} with an optimizer "
+            f"{optimizer is not None}; expected float16 or bfloat16 and no "
+            f"optimizer (16-bit checkpoints are for inference)"
+        )
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with h5py.File(tmp, "w", locking=False) as f:
@@ -178,25 +197,34 @@ def restore(ckpt, net, optimizer=None):
     """
     where = f"checkpoint {ckpt.path}"
     if _canonical(net.spec) != _canonical(ckpt.spec):
-        differ = sorted(k for k in set(net.spec) | set(ckpt.spec)
-                        if net.spec.get(k) != ckpt.spec.get(k))
-        raise CheckpointError(f"{where}: its model spec differs from this network's in "
-                              f"{', '.join(differ) or 'key order'}; use the same [model] config")
+        differ = sorted(
+            k for k in set(net.spec) | set(ckpt.spec) if net.spec.get(k) != ckpt.spec.get(k)
+        )
+        raise CheckpointError(
+            f"{where}: its model spec differs from this network's in "
+            f"{', '.join(differ) or 'key order'}; use the same [model] config"
+        )
     if net.buffer.layout() != ckpt.layout() or set(net.state.params) != set(ckpt.state):
-        raise CheckpointError(f"{where}: its parameter layout differs from this network's "
-                              f"({len(ckpt.params)} vs {len(net.params)} tensors, "
-                              f"{ckpt.dtype} vs {net.dtype}); use the same [model] config")
+        raise CheckpointError(
+            f"{where}: its parameter layout differs from this network's "
+            f"({len(ckpt.params)} vs {len(net.params)} tensors, "
+            f"{ckpt.dtype} vs {net.dtype}); use the same [model] config"
+        )
     for name, array in ckpt.params.items():
         net.buffer.params[name][...] = array  # in place: the views stay in the flat buffer
     for name, array in ckpt.state.items():
         net.state.params[name][...] = array
     if optimizer is not None:
         if ckpt.optimizer is None:
-            raise CheckpointError(f"{where}: holds no optimizer state; expected one to resume "
-                                  f"training; pass a checkpoint that `mpinet train` wrote")
+            raise CheckpointError(
+                f"{where}: holds no optimizer state; expected one to resume "
+                f"training; pass a checkpoint that `mpinet train` wrote"
+            )
         if ckpt.optimizer["name"] != optimizer_name(optimizer):
-            raise CheckpointError(f"{where}: holds {ckpt.optimizer['name']} state, the optimizer "
-                                  f"is {optimizer_name(optimizer)}; use the same optim.name")
+            raise CheckpointError(
+                f"{where}: holds {ckpt.optimizer['name']} state, the optimizer "
+                f"is {optimizer_name(optimizer)}; use the same optim.name"
+            )
         optimizer.load_state_dict(ckpt.optimizer)
 
 

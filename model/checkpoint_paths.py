@@ -67,13 +67,17 @@ def pointer_target(path):
     target = read_pointer(path)
     if target is None:
         text = path.read_bytes()[:40]
-        raise CheckpointError(f"{where}: holds {text!r}; expected the name of a "
-                              f"ckpt-<step>.h5 file beside it; pass the run directory to use "
-                              f"its newest valid checkpoint")
+        raise CheckpointError(
+            f"{where}: holds {text!r}; expected the name of a "
+            f"ckpt-<step>.h5 file beside it; pass the run directory to use "
+            f"its newest valid checkpoint"
+        )
     if not target.is_file():
-        raise CheckpointError(f"{where}: names {target.name}, which does not exist; expected "
-                              f"a file beside it; pass the run directory to use its newest "
-                              f"valid checkpoint")
+        raise CheckpointError(
+            f"{where}: names {target.name}, which does not exist; expected "
+            f"a file beside it; pass the run directory to use its newest "
+            f"valid checkpoint"
+        )
     return target
 
 
@@ -96,9 +100,11 @@ def newest_valid(directory, skipped=None):
                 skipped(e)
     if not tried:
         return None
-    raise CheckpointError(f"checkpoint folder {folder}: none of its {len(tried)} checkpoint(s) "
-                          f"is valid (the newest: {problems[0]}); expected at least one; "
-                          f"restore them from a copy or start a fresh run")
+    raise CheckpointError(
+        f"checkpoint folder {folder}: none of its {len(tried)} checkpoint(s) "
+        f"is valid (the newest: {problems[0]}); expected at least one; "
+        f"restore them from a copy or start a fresh run"
+    )
 
 
 def locate(path, skipped=None):
@@ -111,14 +117,18 @@ def locate(path, skipped=None):
     if path.is_dir():
         ckpt = newest_valid(path, skipped)
         if ckpt is None:
-            raise CheckpointError(f"run directory {path}: no checkpoint (no ckpt-<step>.h5 in "
-                                  f"{checkpoint_folder(path)}); expected a run that saved one; "
-                                  f"train it further, or pass a checkpoint file")
+            raise CheckpointError(
+                f"run directory {path}: no checkpoint (no ckpt-<step>.h5 in "
+                f"{checkpoint_folder(path)}); expected a run that saved one; "
+                f"train it further, or pass a checkpoint file"
+            )
         return ckpt.path, ckpt
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path}: no such file or directory; expected a "
-                              f"checkpoint file, a run directory or its checkpoints/latest; "
-                              f"check the path")
+        raise CheckpointError(
+            f"checkpoint {path}: no such file or directory; expected a "
+            f"checkpoint file, a run directory or its checkpoints/latest; "
+            f"check the path"
+        )
     if is_pointer(path):
         return pointer_target(path), None
     return path, None

@@ -34,9 +34,13 @@ HYPERPARAMETERS = ("lr", "momentum", "decay_rate", "beta1", "beta2", "eps")
 CORRUPT = "the file is corrupt, use an earlier checkpoint"
 HEX64 = re.compile(r"[0-9a-f]{64}")
 # The bit generators a NumPy Generator may hold: a stored state is tried on a fresh one.
-BIT_GENERATORS = {"PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM,
-                  "MT19937": np.random.MT19937, "Philox": np.random.Philox,
-                  "SFC64": np.random.SFC64}
+BIT_GENERATORS = {
+    "PCG64": np.random.PCG64,
+    "PCG64DXSM": np.random.PCG64DXSM,
+    "MT19937": np.random.MT19937,
+    "Philox": np.random.Philox,
+    "SFC64": np.random.SFC64,
+}
 
 
 class CheckpointError(ValueError):
@@ -71,11 +75,13 @@ def _number(value):
 
 def _json(check):
     """A validator of JSON text whose parsed value must pass `check`."""
+
     def valid(text):
         try:
             return check(json.loads(text))
         except ValueError:
             return False
+
     return valid
 
 
@@ -96,15 +102,23 @@ def _iso(text):
 
 
 def _world_sizes(value):
-    return (isinstance(value, list) and len(value) >= 1
-            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in value))
+    return (
+        isinstance(value, list)
+        and len(value) >= 1
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in value)
+    )
 
 
 def _running(value):
     """Per rank: the training loss sum, correct count and sample count since the last eval."""
-    return (isinstance(value, list) and len(value) >= 1
-            and all(isinstance(r, list) and len(r) == 3 and all(_number(x) and x >= 0 for x in r)
-                    for r in value))
+    return (
+        isinstance(value, list)
+        and len(value) >= 1
+        and all(
+            isinstance(r, list) and len(r) == 3 and all(_number(x) and x >= 0 for x in r)
+            for r in value
+        )
+    )
 
 
 def _rng_states(value):
@@ -115,7 +129,7 @@ def _rng_states(value):
 
 def _rng_state(state):
     if isinstance(state, str):  # each state as JSON text of its own (rng_state()), as the
-        try:                    # training loop of formats 1 and 2 writes it
+        try:  # training loop of formats 1 and 2 writes it
             state = json.loads(state)
         except ValueError:
             return False
@@ -140,13 +154,16 @@ META = {
     "step": COUNT,
     "epoch": COUNT,
     "world_size": POSITIVE,
-    "world_sizes": Rule(str, "JSON text of a list of integers >= 1 (one per leg)",
-                        _json(_world_sizes)),
+    "world_sizes": Rule(
+        str, "JSON text of a list of integers >= 1 (one per leg)", _json(_world_sizes)
+    ),
     "config": Rule(str, "TOML text", _toml),
-    "dropout_rngs": Rule(str, "JSON text of a list of NumPy bit-generator states, one per rank",
-                         _json(_rng_states)),
-    "running": Rule(str, "JSON text of a list of [loss sum, correct, samples] >= 0 per rank",
-                    _json(_running)),
+    "dropout_rngs": Rule(
+        str, "JSON text of a list of NumPy bit-generator states, one per rank", _json(_rng_states)
+    ),
+    "running": Rule(
+        str, "JSON text of a list of [loss sum, correct, samples] >= 0 per rank", _json(_running)
+    ),
     "train_seconds": SECONDS,
     "elapsed_seconds": SECONDS,
     "total_steps": POSITIVE,
@@ -160,8 +177,9 @@ REQUIRED_META = ("step",)
 # The root attributes save() writes itself; meta may not use these names.
 WRITTEN = {
     "format_version": Rule(int, "1 or 2", lambda v: v in READABLE_VERSIONS),
-    "model_spec": Rule(str, "JSON text of a model spec object",
-                       _json(lambda v: isinstance(v, dict))),
+    "model_spec": Rule(
+        str, "JSON text of a model spec object", _json(lambda v: isinstance(v, dict))
+    ),
     "dtype": Rule(str, "float32 or float64", lambda v: v in ("float32", "float64")),
     "created": Rule(str, "an ISO 8601 date and time", _iso),
     "mpinet_version": TEXT,
@@ -172,10 +190,11 @@ WRITTEN = {
 # Optional, written by export: the arrays are stored in 16 bits (model/weights16.py).
 WEIGHTS = {"weights": Rule(str, "float16 or bfloat16", lambda v: v in ("float16", "bfloat16"))}
 ROOT = {**WRITTEN, **WEIGHTS, **META}
-OPTIMIZER = {"name": Rule(str, f"one of {', '.join(sorted(OPTIMIZERS))}", OPTIMIZERS.__contains__),
-             "iter": COUNT,
-             **{key: Rule(float, "a finite float >= 0", lambda v: v >= 0)
-                for key in HYPERPARAMETERS}}
+OPTIMIZER = {
+    "name": Rule(str, f"one of {', '.join(sorted(OPTIMIZERS))}", OPTIMIZERS.__contains__),
+    "iter": COUNT,
+    **{key: Rule(float, "a finite float >= 0", lambda v: v >= 0) for key in HYPERPARAMETERS},
+}
 DATASET = {"sha256": DIGEST}
 
 
@@ -195,17 +214,23 @@ def check_attributes(where, node, attrs, rules, required=()):
     for key, value in attrs.items():
         rule = rules.get(key)
         if rule is None:
-            raise CheckpointError(f"{where}: {label} {key} is unknown; expected "
-                                  f"{'only ' + ', '.join(rules) if rules else 'no attributes'}; "
-                                  f"the file was not written by mpinet or was edited, use "
-                                  f"another checkpoint")
+            raise CheckpointError(
+                f"{where}: {label} {key} is unknown; expected "
+                f"{'only ' + ', '.join(rules) if rules else 'no attributes'}; "
+                f"the file was not written by mpinet or was edited, use "
+                f"another checkpoint"
+            )
         if not rule.fits(value):
-            raise CheckpointError(f"{where}: {label} {key} is {describe(value, rule)}; "
-                                  f"expected {rule.expected}; {CORRUPT}")
+            raise CheckpointError(
+                f"{where}: {label} {key} is {describe(value, rule)}; "
+                f"expected {rule.expected}; {CORRUPT}"
+            )
     missing = [key for key in required if key not in attrs]
     if missing:
-        raise CheckpointError(f"{where}: {label} {missing[0]} is missing; expected "
-                              f"{rules[missing[0]].expected}; {CORRUPT}")
+        raise CheckpointError(
+            f"{where}: {label} {missing[0]} is missing; expected "
+            f"{rules[missing[0]].expected}; {CORRUPT}"
+        )
 
 
 def check_meta(meta):
@@ -217,20 +242,28 @@ def check_meta(meta):
     meta = {key: _python(key, value) for key, value in meta.items()}
     for key in meta:
         if key in WRITTEN:
-            raise CheckpointError(f"{where}: key {key} is reserved; expected a key of "
-                                  f"{', '.join(META)}; save() writes {key} itself, leave it out")
+            raise CheckpointError(
+                f"{where}: key {key} is reserved; expected a key of "
+                f"{', '.join(META)}; save() writes {key} itself, leave it out"
+            )
         if key not in META:
-            raise CheckpointError(f"{where}: key {key} is unknown; expected one of "
-                                  f"{', '.join(META)}; add it to META in "
-                                  f"model/checkpoint_schema.py or leave it out")
+            raise CheckpointError(
+                f"{where}: key {key} is unknown; expected one of "
+                f"{', '.join(META)}; add it to META in "
+                f"model/checkpoint_schema.py or leave it out"
+            )
     for key, value in meta.items():
         if not META[key].fits(value):
-            raise CheckpointError(f"{where}: {key} is {describe(value, META[key])}; expected "
-                                  f"{META[key].expected}; pass a value that fits")
+            raise CheckpointError(
+                f"{where}: {key} is {describe(value, META[key])}; expected "
+                f"{META[key].expected}; pass a value that fits"
+            )
     for key in REQUIRED_META:
         if key not in meta:
-            raise CheckpointError(f"{where}: {key} is missing; expected {META[key].expected}; "
-                                  f"pass meta={{'{key}': ...}}")
+            raise CheckpointError(
+                f"{where}: {key} is missing; expected {META[key].expected}; "
+                f"pass meta={{'{key}': ...}}"
+            )
     return meta
 
 
@@ -252,7 +285,7 @@ def describe(value, rule=None, limit=60):
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape}"
     text = repr(value)
-    text = text if len(text) <= limit else text[:limit - 3] + "..."
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
     if rule is not None and isinstance(value, rule.kind):
         return text
     kinds = {int: "an integer", float: "a float", str: "the text"}

@@ -34,8 +34,9 @@ class Convolution:
     rows are not kept for backward (tens of MB for deep_cnn); backward copies what it needs.
     """
 
-    def __init__(self, W, b, dW, db, stride=1, pad=0, need_dx=True, name="conv", pool=False,
-                 relu=False):
+    def __init__(
+        self, W, b, dW, db, stride=1, pad=0, need_dx=True, name="conv", pool=False, relu=False
+    ):
         self.W, self.b, self.dW, self.db = W, b, dW, db
         self.stride, self.pad, self.need_dx, self.name = stride, pad, need_dx, name
         self.pool, self.pooling, self.relu = pool, Pooling(2, 2, stride=2), relu
@@ -44,8 +45,10 @@ class Convolution:
     def forward(self, x, train=True):
         FN, C, FH, FW = self.W.shape
         if x.ndim != 4 or x.shape[3] != C:
-            raise ValueError(f"Convolution '{self.name}': expected NHWC input with {C} "
-                             f"channels, got array of shape {x.shape}")
+            raise ValueError(
+                f"Convolution '{self.name}': expected NHWC input with {C} "
+                f"channels, got array of shape {x.shape}"
+            )
         N, H, W, _ = x.shape
         OH = conv_output_size(H, FH, self.stride, self.pad)
         OW = conv_output_size(W, FW, self.stride, self.pad)
@@ -84,12 +87,11 @@ class Convolution:
         self.step = min(_chunk(per_sample * self.xp.itemsize), N)
         for n0 in range(0, N, self.step):
             n1 = min(n0 + self.step, N)
-            yield n0, n1, copy_windows(self.win[n0:n1], self._chunk_buf("col", n1 - n0,
-                                                                        per_sample))
+            yield n0, n1, copy_windows(self.win[n0:n1], self._chunk_buf("col", n1 - n0, per_sample))
 
     def _chunk_buf(self, key, n, per_sample):
         """n samples' worth of a flat work array reused from chunk to chunk and call to call."""
-        return self.scratch.get(key, (self.step * per_sample,), self.xp.dtype)[:n * per_sample]
+        return self.scratch.get(key, (self.step * per_sample,), self.xp.dtype)[: n * per_sample]
 
     def _pool_chunk(self, y, out, n0, n1, train):
         """2x2 max pooling of one chunk of the GEMM output y (n, i, j, OH/2 * OW/2 * FN).
@@ -184,8 +186,10 @@ class Convolution:
             g = self._output_grad(dout, n0, n1)
             if self.fused:  # the unpooled gradient back to NHWC positions, one copy
                 inner6 = inner[n0:n1].reshape(n1 - n0, OH // 2, 2, OW // 2, 2, FN)
-                np.copyto(inner6.transpose(0, 2, 4, 1, 3, 5),
-                          g.reshape(n1 - n0, 2, 2, OH // 2, OW // 2, FN))
+                np.copyto(
+                    inner6.transpose(0, 2, 4, 1, 3, 5),
+                    g.reshape(n1 - n0, 2, 2, OH // 2, OW // 2, FN),
+                )
             else:
                 inner[n0:n1] = g.reshape(n1 - n0, OH, OW, FN)
             dcol = copy_windows(win[n0:n1], self._chunk_buf("dcol", n1 - n0, H * W * K))
@@ -215,8 +219,8 @@ class Convolution:
         Hf = max(Hd + 2 * (FH - 1), p + H + FH - 1)
         Wf = max(Wd + 2 * (FW - 1), p + W + FW - 1)
         dd = self.scratch.get("dd", (N, Hf, Wf, FN), dtype, zero=True)
-        inner = dd[:, FH - 1:FH - 1 + Hd:s, FW - 1:FW - 1 + Wd:s, :]
-        return dd[:, p:p + H + FH - 1, p:p + W + FW - 1, :], inner
+        inner = dd[:, FH - 1 : FH - 1 + Hd : s, FW - 1 : FW - 1 + Wd : s, :]
+        return dd[:, p : p + H + FH - 1, p : p + W + FW - 1, :], inner
 
 
 def _chunk(bytes_per_sample):

@@ -20,8 +20,9 @@ def windows(x, FH, FW, stride):
     N, H, W, C = x.shape
     OH, OW = (H - FH) // stride + 1, (W - FW) // stride + 1
     sN, sH, sW, sC = x.strides
-    return as_strided(x, (N, OH, OW, FH, FW, C), (sN, sH * stride, sW * stride, sH, sW, sC),
-                      writeable=False)
+    return as_strided(
+        x, (N, OH, OW, FH, FW, C), (sN, sH * stride, sW * stride, sH, sW, sC), writeable=False
+    )
 
 
 def copy_windows(win, out):
@@ -67,5 +68,5 @@ def pad_maps(x, p, scratch, key):
         return np.ascontiguousarray(x)
     N, H, W, C = x.shape
     xp = scratch.get(key, (N, H + 2 * p, W + 2 * p, C), x.dtype, zero=True)
-    xp[:, p:p + H, p:p + W, :] = x
+    xp[:, p : p + H, p : p + W, :] = x
     return xp

@@ -168,8 +168,18 @@ class BatchNormalization:
     synchronised BatchNorm, with model/ still free of MPI.
     """
 
-    def __init__(self, gamma, beta, dgamma, dbeta, running_mean, running_var,
-                 momentum=0.9, eps=1e-5, allreduce=None):
+    def __init__(
+        self,
+        gamma,
+        beta,
+        dgamma,
+        dbeta,
+        running_mean,
+        running_var,
+        momentum=0.9,
+        eps=1e-5,
+        allreduce=None,
+    ):
         self.gamma, self.beta, self.dgamma, self.dbeta = gamma, beta, dgamma, dbeta
         self.running_mean, self.running_var = running_mean, running_var
         self.momentum, self.eps, self.allreduce = momentum, eps, allreduce
@@ -195,12 +205,12 @@ class BatchNormalization:
             return mu, ((x2 - mu) ** 2).mean(axis=0), x2.shape[0]
         d = x2.shape[1]
         stats = np.empty(2 * d + 1)
-        stats[:d], stats[d:2 * d] = x2.sum(axis=0), (x2.astype(np.float64) ** 2).sum(axis=0)
+        stats[:d], stats[d : 2 * d] = x2.sum(axis=0), (x2.astype(np.float64) ** 2).sum(axis=0)
         stats[-1] = x2.shape[0]
         self.allreduce(stats)
         n = stats[-1]
         mu = stats[:d] / n
-        var = np.maximum(stats[d:2 * d] / n - mu * mu, 0)
+        var = np.maximum(stats[d : 2 * d] / n - mu * mu, 0)
         return mu.astype(x2.dtype), var.astype(x2.dtype), n
 
     def backward(self, dout):
@@ -228,8 +238,10 @@ class ToNHWC:
     def forward(self, x, train=True):
         C, H, W = self.input_shape
         if x.size // max(x.shape[0], 1) != C * H * W:
-            raise ValueError(f"expected images of shape {self.input_shape} (or {C * H * W} "
-                             f"values per sample), got array of shape {x.shape}")
+            raise ValueError(
+                f"expected images of shape {self.input_shape} (or {C * H * W} "
+                f"values per sample), got array of shape {x.shape}"
+            )
         self.x_shape = x.shape
         return np.ascontiguousarray(x.reshape(-1, C, H, W).transpose(0, 2, 3, 1))
 

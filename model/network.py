@@ -32,8 +32,7 @@ class Network:
     integer arrays are refused (check_input), labels t are integers.
     """
 
-    def __init__(self, plan, spec, dtype="float32", seed=0, dropout_seed=None,
-                 bn_allreduce=None):
+    def __init__(self, plan, spec, dtype="float32", seed=0, dropout_seed=None, bn_allreduce=None):
         self.plan, self.spec = plan, spec
         specs, state_specs = _param_specs(plan)
         self.buffer = ParamBuffer(specs, dtype)
@@ -43,8 +42,10 @@ class Network:
         self.weight_decay = float(spec.get("weight_decay", 0.0))
         self.dropout_rng = np.random.default_rng(seed if dropout_seed is None else dropout_seed)
         self._init_params(np.random.default_rng(seed))
-        self.layers = {name: self._make_layer(name, kind, a, bn_allreduce)
-                       for name, kind, a in _fuse_into_conv(_pool_before_relu(plan))}
+        self.layers = {
+            name: self._make_layer(name, kind, a, bn_allreduce)
+            for name, kind, a in _fuse_into_conv(_pool_before_relu(plan))
+        }
         first = next(iter(self.layers.values()))
         if isinstance(first, ToNHWC):  # the first conv's input gradient is never needed
             next(v for v in self.layers.values() if isinstance(v, Convolution)).need_dx = False
@@ -70,13 +71,27 @@ class Network:
         if kind == "affine":
             return Affine(p[f"{name}.W"], p[f"{name}.b"], g[f"{name}.W"], g[f"{name}.b"], name)
         if kind == "conv":
-            return Convolution(p[f"{name}.W"], p[f"{name}.b"], g[f"{name}.W"], g[f"{name}.b"],
-                               stride=a["stride"], pad=a["pad"], name=name,
-                               pool=a.get("pool", False), relu=a.get("relu", False))
+            return Convolution(
+                p[f"{name}.W"],
+                p[f"{name}.b"],
+                g[f"{name}.W"],
+                g[f"{name}.b"],
+                stride=a["stride"],
+                pad=a["pad"],
+                name=name,
+                pool=a.get("pool", False),
+                relu=a.get("relu", False),
+            )
         if kind == "bn":
-            return BatchNormalization(p[f"{name}.gamma"], p[f"{name}.beta"], g[f"{name}.gamma"],
-                                      g[f"{name}.beta"], st[f"{name}.running_mean"],
-                                      st[f"{name}.running_var"], allreduce=bn_allreduce)
+            return BatchNormalization(
+                p[f"{name}.gamma"],
+                p[f"{name}.beta"],
+                g[f"{name}.gamma"],
+                g[f"{name}.beta"],
+                st[f"{name}.running_mean"],
+                st[f"{name}.running_var"],
+                allreduce=bn_allreduce,
+            )
         if kind == "pool":
             return Pooling(a["size"], a["size"], stride=a["size"])
         if kind == "dropout":
@@ -124,8 +139,9 @@ class Network:
         softmax the probabilities (predict_proba).
         """
         x = check_input(x)
-        outs = [self.forward(x[i:i + batch_size], train=False)
-                for i in range(0, len(x), batch_size)]
+        outs = [
+            self.forward(x[i : i + batch_size], train=False) for i in range(0, len(x), batch_size)
+        ]
         return np.concatenate(outs) if outs else np.zeros((0, self.spec.get("output_size", 10)))
 
     def classify(self, x, batch_size=1000):
@@ -143,7 +159,7 @@ class Network:
         loss_sum, correct = 0.0, 0
         x = check_input(x)
         for i in range(0, len(x), batch_size):
-            xb, tb = x[i:i + batch_size], np.asarray(t[i:i + batch_size])
+            xb, tb = x[i : i + batch_size], np.asarray(t[i : i + batch_size])
             y = self.forward(xb, train=False)
             loss_sum += SoftmaxWithLoss().forward(y, tb) * len(xb)
             labels = tb.argmax(axis=1) if tb.ndim == 2 else tb
@@ -164,12 +180,16 @@ def check_input(x):
     if not hasattr(x, "dtype"):  # a list; arrays (and h5py datasets) are not copied here
         x = np.asarray(x)
     if x.dtype == np.uint8:
-        raise ValueError("Network input: got uint8 pixels (0..255); expected floats in [0, 1]; "
-                         "divide by 255 first (x / 255), as mpinet's data pipeline does")
+        raise ValueError(
+            "Network input: got uint8 pixels (0..255); expected floats in [0, 1]; "
+            "divide by 255 first (x / 255), as mpinet's data pipeline does"
+        )
     if x.dtype.kind in "iu":
-        raise ValueError(f"Network input: got {x.dtype} integers; expected floats (pixels in "
-                         f"[0, 1]); convert first: x / 255 for 0..255 pixels, else "
-                         f"x.astype(np.float32)")
+        raise ValueError(
+            f"Network input: got {x.dtype} integers; expected floats (pixels in "
+            f"[0, 1]); convert first: x / 255 for 0..255 pixels, else "
+            f"x.astype(np.float32)"
+        )
     return x
 
 

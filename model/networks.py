@@ -30,8 +30,9 @@ def _mlp_plan(s):
 
 
 def _conv_block(plan, i, s, c_in, hw, filters, size, pad, stride):
-    plan.append((f"conv{i}", "conv", {"shape": (filters, c_in, size, size),
-                                      "pad": pad, "stride": stride}))
+    plan.append(
+        (f"conv{i}", "conv", {"shape": (filters, c_in, size, size), "pad": pad, "stride": stride})
+    )
     if s["batchnorm"]:
         plan.append((f"bn_conv{i}", "bn", {"size": filters}))
     plan.append((f"relu_conv{i}", "relu", {}))
@@ -90,5 +91,6 @@ def build(spec, dtype="float32", seed=0, dropout_seed=None, bn_allreduce=None):
         spec = {"name": spec}
     full = resolve_spec(spec)
     plan = PLANS[full["name"]](full)
-    return Network(plan, full, dtype=dtype, seed=seed, dropout_seed=dropout_seed,
-                   bn_allreduce=bn_allreduce)
+    return Network(
+        plan, full, dtype=dtype, seed=seed, dropout_seed=dropout_seed, bn_allreduce=bn_allreduce
+    )

@@ -205,8 +205,14 @@ def _copy(a):
     return None if a is None else np.array(a, copy=True)
 
 
-OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad,
-              "rmsprop": RMSprop, "adam": Adam}
+OPTIMIZERS = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
 
 
 def create(name, **kwargs):

@@ -23,13 +23,20 @@ class Pooling:
         s = self.stride
         for i in range(self.pool_h):
             for j in range(self.pool_w):
-                yield (slice(None), slice(i, i + s * (OH - 1) + 1, s),
-                       slice(j, j + s * (OW - 1) + 1, s), slice(None))
+                yield (
+                    slice(None),
+                    slice(i, i + s * (OH - 1) + 1, s),
+                    slice(j, j + s * (OW - 1) + 1, s),
+                    slice(None),
+                )
 
     def forward(self, x, train=True):
         N, H, W, C = x.shape
-        self.fast = (self.pool_h, self.pool_w, self.stride, self.pad) == (2, 2, 2, 0) \
-            and H % 2 == 0 and W % 2 == 0
+        self.fast = (
+            (self.pool_h, self.pool_w, self.stride, self.pad) == (2, 2, 2, 0)
+            and H % 2 == 0
+            and W % 2 == 0
+        )
         return self._forward_2x2(x) if self.fast else self._forward_windows(x)
 
     def backward(self, dout):
@@ -67,7 +74,7 @@ class Pooling:
         OW = conv_output_size(W, self.pool_w, self.stride, self.pad)
         if self.pad:
             xp = np.full((N, H + 2 * self.pad, W + 2 * self.pad, C), -np.inf, x.dtype)
-            xp[:, self.pad:self.pad + H, self.pad:self.pad + W, :] = x
+            xp[:, self.pad : self.pad + H, self.pad : self.pad + W, :] = x
         else:
             xp = x
         out = None
@@ -98,4 +105,4 @@ class Pooling:
             else:
                 dxp[w] += dout * first
         p = self.pad
-        return dxp[:, p:p + H, p:p + W, :] if p else dxp
+        return dxp[:, p : p + H, p : p + W, :] if p else dxp

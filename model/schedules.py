@@ -5,8 +5,16 @@ import math
 SCHEDULES = ("constant", "step", "cosine")
 
 
-def learning_rate(step, base_lr, schedule="constant", total_steps=1, warmup_steps=0,
-                  step_size=1000, gamma=0.1, min_lr=0.0):
+def learning_rate(
+    step,
+    base_lr,
+    schedule="constant",
+    total_steps=1,
+    warmup_steps=0,
+    step_size=1000,
+    gamma=0.1,
+    min_lr=0.0,
+):
     """The learning rate for optimizer step `step` (0-based).
 
     constant: base_lr. step: base_lr * gamma ** (step // step_size). cosine: from base_lr

@@ -14,14 +14,27 @@ from .init import ALIASES
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 LOSSES = ("softmax", "mse")
 
-COMMON = {"init": "he", "batchnorm": False, "dropout": 0.0, "weight_decay": 0.0,
-          "input_shape": [1, 28, 28], "output_size": 10}
+COMMON = {
+    "init": "he",
+    "batchnorm": False,
+    "dropout": 0.0,
+    "weight_decay": 0.0,
+    "input_shape": [1, 28, 28],
+    "output_size": 10,
+}
 DEFAULTS = {
     # MultiLayerNetExtend; the book's examples use 784-100-100-100-100-10 style nets.
     "mlp": {**COMMON, "hidden": [100, 100, 100, 100], "activation": "relu", "loss": "softmax"},
     # SimpleConvNet: conv(30, 5x5) - relu - pool - affine(100) - relu - affine(10), std 0.01.
-    "simple_cnn": {**COMMON, "init": 0.01, "filters": 30, "filter_size": 5, "pad": 0,
-                   "stride": 1, "hidden": 100},
+    "simple_cnn": {
+        **COMMON,
+        "init": 0.01,
+        "filters": 30,
+        "filter_size": 5,
+        "pad": 0,
+        "stride": 1,
+        "hidden": 100,
+    },
     # DeepConvNet of chapter 8: six 3x3 convs (conv4 padded by 2), dropout 0.5 after both affines.
     "deep_cnn": {**COMMON, "filters": [16, 16, 32, 32, 64, 64], "hidden": 50, "dropout": 0.5},
 }
@@ -37,8 +50,10 @@ def resolve_spec(spec):
     if unknown:
         near = get_close_matches(unknown[0], DEFAULTS[name], n=1)
         hint = f"did you mean model.{near[0]}?" if near else "remove it"
-        raise ValueError(f"model.{unknown[0]}: not a key of model '{name}'; expected one of "
-                         f"{', '.join(sorted(DEFAULTS[name]))}; {hint}")
+        raise ValueError(
+            f"model.{unknown[0]}: not a key of model '{name}'; expected one of "
+            f"{', '.join(sorted(DEFAULTS[name]))}; {hint}"
+        )
     full = {"name": name, **DEFAULTS[name], **spec}
     for key in DEFAULTS[name]:
         _check(name, key, full[key])
@@ -94,12 +109,16 @@ def _problem(name, key, value):
 def _check_conv_fits(s):
     """SimpleConvNet's convolution and 2x2 pooling must leave at least one pixel."""
     _, h, w = s["input_shape"]
-    out = min(conv_output_size(h, s["filter_size"], s["stride"], s["pad"]),
-              conv_output_size(w, s["filter_size"], s["stride"], s["pad"]))
+    out = min(
+        conv_output_size(h, s["filter_size"], s["stride"], s["pad"]),
+        conv_output_size(w, s["filter_size"], s["stride"], s["pad"]),
+    )
     if out < 2:
-        raise ValueError(f"model.filter_size: got {s['filter_size']} (pad {s['pad']}, stride "
-                         f"{s['stride']}); expected a convolution leaving >= 2x2 pixels of "
-                         f"the {h}x{w} input for the 2x2 pooling")
+        raise ValueError(
+            f"model.filter_size: got {s['filter_size']} (pad {s['pad']}, stride "
+            f"{s['stride']}); expected a convolution leaving >= 2x2 pixels of "
+            f"the {h}x{w} input for the 2x2 pooling"
+        )
 
 
 def _number(value):

@@ -26,8 +26,10 @@ def limit_threads(n=None, default=None):
     if n is None:
         return None
     if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-        raise ValueError(f"limit_threads: got n={n!r}; expected a whole number >= 1 "
-                         f"(or None to read ${ENV_THREADS}); pass e.g. limit_threads(1)")
+        raise ValueError(
+            f"limit_threads: got n={n!r}; expected a whole number >= 1 "
+            f"(or None to read ${ENV_THREADS}); pass e.g. limit_threads(1)"
+        )
     threadpool_limits(limits=int(n), user_api="blas")
     return int(n)
 
@@ -37,6 +39,8 @@ def _from_environment():
     if not text:
         return None
     if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{ENV_THREADS}: got {text!r}; expected a whole number >= 1; "
-                         f"set it to e.g. 1, or unset it to leave BLAS alone")
+        raise ValueError(
+            f"{ENV_THREADS}: got {text!r}; expected a whole number >= 1; "
+            f"set it to e.g. 1, or unset it to leave BLAS alone"
+        )
     return int(text)

@@ -31,13 +31,19 @@ def trainer_meta(world_size=4, step=600):
     """Every meta key the training loop stores, with values of the right kind."""
     rngs = [rng_state(np.random.default_rng((0, rank))) for rank in range(world_size)]
     return {
-        "step": step, "epoch": 2, "world_size": world_size,
+        "step": step,
+        "epoch": 2,
+        "world_size": world_size,
         "world_sizes": json.dumps([2, world_size]),
         "config": '[data]\ndataset = "mnist"\n[train]\nseed = 0\n',
         "dropout_rngs": "[" + ", ".join(rngs) + "]",
         "running": json.dumps([[12.5, 95, 100]] * world_size),
-        "train_seconds": 3.25, "elapsed_seconds": 40.0, "total_steps": 1800,
-        "data_fingerprint": "ab" * 32, "pixel_mean": 0.1307, "pixel_std": 0.3081,
+        "train_seconds": 3.25,
+        "elapsed_seconds": 40.0,
+        "total_steps": 1800,
+        "data_fingerprint": "ab" * 32,
+        "pixel_mean": 0.1307,
+        "pixel_std": 0.3081,
         "test_accuracy": 0.9876,
     }
 

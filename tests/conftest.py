@@ -28,8 +28,10 @@ def shared_data():
     """../shared/data: the canonical MNIST and Fashion-MNIST .gz files."""
     found = shared_data_dir()
     if not (found / "mnist").is_dir():
-        pytest.skip(f"the real MNIST files are missing: expected {found / 'mnist'} "
-                    f"(or set MPINET_SHARED_DATA)")
+        pytest.skip(
+            f"the real MNIST files are missing: expected {found / 'mnist'} "
+            f"(or set MPINET_SHARED_DATA)"
+        )
     return found
 
 
@@ -44,7 +46,10 @@ def pytest_report_header(config):
     """Name the BLAS kernel in the header: tolerances must hold on every kernel."""
     from threadpoolctl import threadpool_info
 
-    blas = [f"{i['internal_api']} {i.get('version')} kernel {i.get('architecture')}"
-            for i in threadpool_info() if i["user_api"] == "blas"]
+    blas = [
+        f"{i['internal_api']} {i.get('version')} kernel {i.get('architecture')}"
+        for i in threadpool_info()
+        if i["user_api"] == "blas"
+    ]
     chosen = os.environ.get("OPENBLAS_CORETYPE", "unset")
     return f"BLAS: {', '.join(blas) or 'none found'} (OPENBLAS_CORETYPE={chosen})"

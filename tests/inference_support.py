@@ -13,8 +13,7 @@ N_DIGITS = 12
 def as_png(digit, scale=5, fmt="PNG", mode="L"):
     """An MNIST digit drawn as a photo of paper would show it: dark ink on light, larger,
     off-centre, in a wider canvas."""
-    big = Image.fromarray(255 - digit).resize((28 * scale, 28 * scale),
-                                              Image.Resampling.BICUBIC)
+    big = Image.fromarray(255 - digit).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC)
     canvas = Image.new("L", (28 * scale + 90, 28 * scale + 30), 235)
     canvas.paste(big, (70, 5))
     if mode == "RGBA":  # black ink, opaque where the ink is: paper transparent

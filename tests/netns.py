@@ -43,14 +43,15 @@ def missing():
         return "MULTI-HOST TESTS SKIPPED: not root (network namespaces need CAP_SYS_ADMIN)"
     for tool in ("ip", "unshare", "timeout"):
         if shutil.which(tool) is None:
-            return (f"MULTI-HOST TESTS SKIPPED: `{tool}` is missing "
-                    f"(apt-get install -y iproute2 util-linux coreutils)")
+            return (
+                f"MULTI-HOST TESTS SKIPPED: `{tool}` is missing "
+                f"(apt-get install -y iproute2 util-linux coreutils)"
+            )
     return None
 
 
 def _ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30,
-                          check=check)
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
 
 
 class Hosts:
@@ -82,12 +83,25 @@ class Hosts:
         _ip("-n", self.bridge, "link", "add", "br0", "type", "bridge")
         _ip("-n", self.bridge, "link", "set", "br0", "up")
         hosts_file = "127.0.0.1 localhost\n" + "".join(
-            f"{self.addresses[n]} {n}\n" for n in self.names)
+            f"{self.addresses[n]} {n}\n" for n in self.names
+        )
         for i, name in enumerate(self.names):
             ns = self.namespaces[name]
             self._add_namespace(ns)
-            _ip("link", "add", "eth0", "netns", ns, "type", "veth",
-                "peer", "name", f"port{i}", "netns", self.bridge)
+            _ip(
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"port{i}",
+                "netns",
+                self.bridge,
+            )
             _ip("-n", self.bridge, "link", "set", f"port{i}", "master", "br0")
             _ip("-n", self.bridge, "link", "set", f"port{i}", "up")
             _ip("-n", ns, "addr", "add", f"{self.addresses[name]}/24", "dev", "eth0")
@@ -136,10 +150,12 @@ class Hosts:
     def environment(self, env, bind=()):
         """env plus what the ssh stand-in needs; bind: (SRC with {host}, DST) pairs to
         bind-mount on every host."""
-        return {**env, "MPINET_NETNS_HOSTS": ",".join(
-                    f"{n}={ns}" for n, ns in self.namespaces.items()),
-                "MPINET_NETNS_TIMEOUT": str(LAUNCH_TIMEOUT),
-                "MPINET_NETNS_BIND": ";".join(f"{src}={dst}" for src, dst in bind)}
+        return {
+            **env,
+            "MPINET_NETNS_HOSTS": ",".join(f"{n}={ns}" for n, ns in self.namespaces.items()),
+            "MPINET_NETNS_TIMEOUT": str(LAUNCH_TIMEOUT),
+            "MPINET_NETNS_BIND": ";".join(f"{src}={dst}" for src, dst in bind),
+        }
 
     def hostfile(self, path, slots, openmpi=False):
         """A hostfile, {"node0": 2, ...} -> path: Hydra's `node0:2`, or Open MPI's
@@ -155,9 +171,19 @@ class Hosts:
     def tcp_retries(self, host, count):
         """The host's net.ipv4.tcp_retries2 (per namespace): how often TCP retransmits an
         unanswered segment before giving up; Linux's default 15 takes ~15 min, 4 ~6 s."""
-        subprocess.run(["ip", "netns", "exec", self.namespaces[host], "sh", "-c",
-                        f"echo {int(count)} > /proc/sys/net/ipv4/tcp_retries2"], check=True,
-                       timeout=30)
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.namespaces[host],
+                "sh",
+                "-c",
+                f"echo {int(count)} > /proc/sys/net/ipv4/tcp_retries2",
+            ],
+            check=True,
+            timeout=30,
+        )
 
     def bytes_sent(self, host):
         """Bytes sent through the host's eth0 so far."""

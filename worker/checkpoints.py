@@ -33,8 +33,14 @@ from mpinet.model.checkpoint_paths import newest_valid
 
 log = logging.getLogger("mpinet.worker")
 
-__all__ = ["NAME", "CheckpointDir", "checkpoint_files", "find_resume", "read_pointer",
-           "write_pointer"]
+__all__ = [
+    "NAME",
+    "CheckpointDir",
+    "checkpoint_files",
+    "find_resume",
+    "read_pointer",
+    "write_pointer",
+]
 
 
 class CheckpointDir:
@@ -45,8 +51,9 @@ class CheckpointDir:
 
     def __init__(self, run_dir, keep_last=3, keep_best=False):
         if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
-            raise ValueError(f"keep_last {keep_last!r}: expected a whole number >= 0 "
-                             f"(0 keeps every checkpoint)")
+            raise ValueError(
+                f"keep_last {keep_last!r}: expected a whole number >= 0 (0 keeps every checkpoint)"
+            )
         self.dir = Path(run_dir) / "checkpoints"
         self.keep_last, self.keep_best = keep_last, keep_best
         self.last_seconds = None  # how long the last save() took, pointers and pruning included
@@ -67,8 +74,12 @@ class CheckpointDir:
             write_pointer(self.dir / "best", path.name)
         self._prune()
         self.last_seconds = time.perf_counter() - start
-        log.info("checkpoint %s saved in %.2f s (%.1f MB)", path, self.last_seconds,
-                 path.stat().st_size / 1e6)
+        log.info(
+            "checkpoint %s saved in %.2f s (%.1f MB)",
+            path,
+            self.last_seconds,
+            path.stat().st_size / 1e6,
+        )
         return path
 
     def files(self):
@@ -103,7 +114,7 @@ class CheckpointDir:
         if self.keep_last == 0:
             return
         kept = {self.latest(), self.best() if self.keep_best else None}
-        old = self.files()[:-self.keep_last]
+        old = self.files()[: -self.keep_last]
         for path in old:
             if path not in kept:
                 path.unlink(missing_ok=True)

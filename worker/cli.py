@@ -60,8 +60,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("mpinet: error: no command given; expected one of "
-              f"{', '.join(SUBCOMMANDS)}; see mpinet --help", file=sys.stderr)
+        print(
+            "mpinet: error: no command given; expected one of "
+            f"{', '.join(SUBCOMMANDS)}; see mpinet --help",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR
     try:
         return args.run(args) or 0

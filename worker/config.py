@@ -120,29 +120,67 @@ CHOICES = {
     "optim.schedule": ("constant", "step", "cosine"),
     "train.fail_kind": ("raise", "kill", "diverge"),
 }
-POSITIVE = ("optim.lr", "optim.accumulate", "optim.step_size", "train.epochs",
-            "train.batch_size", "train.log_every", "train.collective_timeout")
-NON_NEGATIVE = ("data.shift", "data.rotate", "optim.warmup_steps", "optim.clip_norm",
-                "optim.min_lr", "train.eval_every", "train.max_steps", "train.stop_after",
-                "train.check_every", "train.checkpoint_every", "train.keep_last",
-                "train.blas_threads")
+POSITIVE = (
+    "optim.lr",
+    "optim.accumulate",
+    "optim.step_size",
+    "train.epochs",
+    "train.batch_size",
+    "train.log_every",
+    "train.collective_timeout",
+)
+NON_NEGATIVE = (
+    "data.shift",
+    "data.rotate",
+    "optim.warmup_steps",
+    "optim.clip_norm",
+    "optim.min_lr",
+    "train.eval_every",
+    "train.max_steps",
+    "train.stop_after",
+    "train.check_every",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.blas_threads",
+)
 
 
 # Keys a resumed run may change (`--resume` with --config/--set on top of the run's own
 # config): how long it runs, how often it reports, where it finds its data file (the data's
 # fingerprint is checked anyway), metrics. Every other key alters the model, the data or
 # the optimizer state, and a resume refuses to change it.
-RESUMABLE = ("data.path", "data.source", "data.prefetch", "train.epochs", "train.max_steps",
-             "train.stop_after",
-             "train.eval_every", "train.log_every", "train.checkpoint_every", "train.keep_last",
-             "train.keep_best", "train.check_every", "train.collective_timeout",
-             "train.blas_threads", "train.plots", "train.fail_rank", "train.fail_step",
-             "train.fail_kind", "metrics.port", "metrics.host", "metrics.job",
-             "metrics.pushgateway")
+RESUMABLE = (
+    "data.path",
+    "data.source",
+    "data.prefetch",
+    "train.epochs",
+    "train.max_steps",
+    "train.stop_after",
+    "train.eval_every",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.keep_best",
+    "train.check_every",
+    "train.collective_timeout",
+    "train.blas_threads",
+    "train.plots",
+    "train.fail_rank",
+    "train.fail_step",
+    "train.fail_kind",
+    "metrics.port",
+    "metrics.host",
+    "metrics.job",
+    "metrics.pushgateway",
+)
 # Fault injection is for one leg only: a resumed run does not inherit it.
 PER_LEG = ("train.fail_rank", "train.fail_step", "train.fail_kind")
-WHAT_CHANGES = {"data": "the data", "model": "the model", "optim": "the optimizer state",
-                "train": "the training sequence"}
+WHAT_CHANGES = {
+    "data": "the data",
+    "model": "the model",
+    "optim": "the optimizer state",
+    "train": "the training sequence",
+}
 
 
 def load_config(path=None, overrides=(), base=None):
@@ -164,8 +202,9 @@ def load_config(path=None, overrides=(), base=None):
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or "." not in key:
-            raise ValueError(f"--set {item}: not section.key=value; expected e.g. "
-                             f"--set train.epochs=5")
+            raise ValueError(
+                f"--set {item}: not section.key=value; expected e.g. --set train.epochs=5"
+            )
         section, name = key.strip().split(".", 1)
         _merge(values, {section: {name: _parse_value(text.strip())}}, source="--set")
     config = _build(values)
@@ -179,14 +218,19 @@ def _check_resumable(before, after, name):
     for key in old:
         if key not in RESUMABLE and old[key] != new[key]:
             what = WHAT_CHANGES[key.split(".")[0]]
-            raise ValueError(f"config key {key}: {_toml_value(new[key])} on resume, the run "
-                             f"has {_toml_value(old[key])} ({name}); expected it unchanged: it "
-                             f"alters {what}; start a new run with another --run-dir")
+            raise ValueError(
+                f"config key {key}: {_toml_value(new[key])} on resume, the run "
+                f"has {_toml_value(old[key])} ({name}); expected it unchanged: it "
+                f"alters {what}; start a new run with another --run-dir"
+            )
 
 
 def _flat(config):
-    return {f"{section}.{key}": value for section, items in as_dict(config).items()
-            for key, value in items.items()}
+    return {
+        f"{section}.{key}": value
+        for section, items in as_dict(config).items()
+        for key, value in items.items()
+    }
 
 
 def _read_toml(path):
@@ -194,11 +238,15 @@ def _read_toml(path):
         with open(path, "rb") as f:
             text = f.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
-        raise FileNotFoundError(f"config file {path}: no such file; expected a .toml file; "
-                                f"pass an existing file to --config") from None
+        raise FileNotFoundError(
+            f"config file {path}: no such file; expected a .toml file; "
+            f"pass an existing file to --config"
+        ) from None
     except OSError as e:
-        raise OSError(f"config file {path}: {e.strerror or e}; expected a readable .toml "
-                      f"file; check the path and its permissions") from None
+        raise OSError(
+            f"config file {path}: {e.strerror or e}; expected a readable .toml "
+            f"file; check the path and its permissions"
+        ) from None
     return _parse_toml(text, f"config file {path}")
 
 
@@ -206,8 +254,10 @@ def _parse_toml(text, name):
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{name}: not valid TOML ({e}); expected sections such as "
-                         f"[train] with key = value lines; fix the file") from None
+        raise ValueError(
+            f"{name}: not valid TOML ({e}); expected sections such as "
+            f"[train] with key = value lines; fix the file"
+        ) from None
 
 
 def _parse_value(text):
@@ -224,24 +274,36 @@ def _parse_value(text):
 def _merge(values, new, source):
     for section, items in new.items():
         if section not in SECTIONS:
-            raise ValueError(f"config section [{section}] ({source}): unknown; expected one "
-                             f"of {', '.join(SECTIONS)}{_did_you_mean(section, SECTIONS)}")
+            raise ValueError(
+                f"config section [{section}] ({source}): unknown; expected one "
+                f"of {', '.join(SECTIONS)}{_did_you_mean(section, SECTIONS)}"
+            )
         if not isinstance(items, dict):
-            raise ValueError(f"config section [{section}] ({source}): got a value; expected "
-                             f"a table of keys")
+            raise ValueError(
+                f"config section [{section}] ({source}): got a value; expected a table of keys"
+            )
         valid = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
         for key, value in items.items():
             if key not in valid:
                 keys = [f"{section}.{k}" for k in valid]
-                raise ValueError(f"config key {section}.{key} ({source}): unknown; expected "
-                                 f"one of {', '.join(keys)}"
-                                 f"{_did_you_mean(f'{section}.{key}', keys)}")
+                raise ValueError(
+                    f"config key {section}.{key} ({source}): unknown; expected "
+                    f"one of {', '.join(keys)}"
+                    f"{_did_you_mean(f'{section}.{key}', keys)}"
+                )
             values[section][key] = _typed(f"{section}.{key}", value, valid[key].type, source)
 
 
 # Names other tools use, so that a user coming from them is pointed at ours.
-SYNONYMS = {"learning_rate": "lr", "num_epochs": "epochs", "epoch": "epochs",
-            "batch": "batch_size", "steps": "max_steps", "optimizer": "name", "model": "name"}
+SYNONYMS = {
+    "learning_rate": "lr",
+    "num_epochs": "epochs",
+    "epoch": "epochs",
+    "batch": "batch_size",
+    "steps": "max_steps",
+    "optimizer": "name",
+    "model": "name",
+}
 
 
 def _did_you_mean(name, valid):
@@ -272,8 +334,14 @@ def _typed(key, value, annotation, source):
     raise ValueError(f"config key {key} ({source}): got {value!r}; expected {names}")
 
 
-TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
-              list: "a list", type(None): "unset"}
+TYPE_NAMES = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    type(None): "unset",
+}
 
 
 def _build(values):
@@ -294,16 +362,20 @@ def _validate(config):
             bound = "> 0" if key in POSITIVE else ">= 0"
             raise ValueError(f"config key {key}: got {flat[key]}; expected a value {bound}")
     if config.metrics.port < -1 or config.metrics.port > 65535:
-        raise ValueError(f"config key metrics.port: got {config.metrics.port}; expected -1 "
-                         f"(off), 0 (any free port) or a port number up to 65535")
+        raise ValueError(
+            f"config key metrics.port: got {config.metrics.port}; expected -1 "
+            f"(off), 0 (any free port) or a port number up to 65535"
+        )
     try:
         model_spec(config)
     except ValueError as e:
         raise ValueError(f"config key {e}") from None
     if config.model.loss not in (None, "softmax"):
-        raise ValueError(f"config key model.loss: got {config.model.loss!r}; expected "
-                         f"'softmax': mpinet train classifies digits (mse is for regression "
-                         f"with the Python API)")
+        raise ValueError(
+            f"config key model.loss: got {config.model.loss!r}; expected "
+            f"'softmax': mpinet train classifies digits (mse is for regression "
+            f"with the Python API)"
+        )
 
 
 def as_dict(config):

@@ -112,8 +112,9 @@ class Server:
     def _start(self, sock, client):
         self.metrics.connections.inc()
         try:
-            threading.Thread(target=self._connection, args=(sock, client), daemon=True,
-                             name=f"conn-{client}").start()
+            threading.Thread(
+                target=self._connection, args=(sock, client), daemon=True, name=f"conn-{client}"
+            ).start()
         except RuntimeError:  # no thread to be had: refused like a full server
             self.metrics.connections.dec()
             self._closed()
@@ -128,8 +129,11 @@ class Server:
     def _refuse(self, sock, client):
         """503 at once from the accept loop (no thread), then a second for the client to
         read it before the close: closing a socket with unread input would reset it."""
-        error = HttpError(503, f"{self.max_connections} connections open, the limit; try "
-                          f"again shortly", [("Retry-After", "1")])
+        error = HttpError(
+            503,
+            f"{self.max_connections} connections open, the limit; try again shortly",
+            [("Retry-After", "1")],
+        )
         self.metrics.observe("other", 503, 0.0)
         self._warn(f"{client}: refused: {self.max_connections} connections open, the limit")
         try:
@@ -219,8 +223,9 @@ class Server:
         if request.length is None:
             return None
         if request.length > self.limits.max_body:
-            raise HttpError(413, f"body of {request.length} bytes; the limit is "
-                            f"{self.limits.max_body}")
+            raise HttpError(
+                413, f"body of {request.length} bytes; the limit is {self.limits.max_body}"
+            )
         if request.header("expect") and request.version == "HTTP/1.1":
             conn.send(b"HTTP/1.1 100 Continue\r\n\r\n", self.limits.send_timeout)
         return conn.read_body(request.length, self.limits)
@@ -233,8 +238,10 @@ class Server:
         shown = f"{request.method} {printable(request.target)}" if request else line
         log.info('%s "%s" %d %.1f ms', client, shown, answer.code, 1e3 * seconds)
         head = request is not None and request.method == "HEAD"
-        conn.send(encode(answer, keep, request.version if request else "HTTP/1.1", head),
-                  self.limits.send_timeout)
+        conn.send(
+            encode(answer, keep, request.version if request else "HTTP/1.1", head),
+            self.limits.send_timeout,
+        )
 
 
 def at_end(sock):
@@ -270,8 +277,10 @@ def connection_cap(wanted):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     cap = wanted if soft == resource.RLIM_INFINITY else min(wanted, soft - RESERVED_FDS)
     if cap < 1:
-        raise OSError(f"serve: the open-file limit (ulimit -n) is {soft}; expected at least "
-                      f"{RESERVED_FDS + 1}; raise it")
+        raise OSError(
+            f"serve: the open-file limit (ulimit -n) is {soft}; expected at least "
+            f"{RESERVED_FDS + 1}; raise it"
+        )
     if cap < wanted:
         log.warning("serving at most %d connections: the open-file limit is %d", cap, soft)
     return cap

@@ -39,9 +39,11 @@ def describe(comm, step):
         "python": platform.python_version(),
         "packages": {name: _version(name) for name in PACKAGES},
         "git_commit": git_commit(),
-        "blas": [{k: info.get(k) for k in ("internal_api", "version", "architecture",
-                                           "num_threads")}
-                 for info in threadpool_info() if info.get("user_api") == "blas"],
+        "blas": [
+            {k: info.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for info in threadpool_info()
+            if info.get("user_api") == "blas"
+        ],
         "cpu": cpu(),
     }
 
@@ -57,12 +59,17 @@ def git_commit():
     if not (root / ".git").exists():
         return None
     try:
-        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], timeout=5,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], timeout=5, capture_output=True, text=True
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-uno"],
-                           capture_output=True, text=True, timeout=5).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(root), "status", "--porcelain", "-uno"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+    ).stdout.strip()
     commit = done.stdout.strip() or None
     return f"{commit} (with uncommitted changes)" if commit and dirty else commit
 

@@ -33,11 +33,16 @@ log = logging.getLogger("mpinet.worker")
 
 def add_arguments(parser):
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
-    parser.add_argument("--data", metavar="FILE.h5",
-                        help="the HDF5 data file (default: the one the run trained on)")
-    parser.add_argument("--split", default="test", choices=SPLITS,
-                        help="the split to evaluate: test, train or val (val only in a file "
-                        "prepared with --val N; default test)")
+    parser.add_argument(
+        "--data", metavar="FILE.h5", help="the HDF5 data file (default: the one the run trained on)"
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=SPLITS,
+        help="the split to evaluate: test, train or val (val only in a file "
+        "prepared with --val N; default test)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -84,8 +89,15 @@ def load_share(chosen, args, comm):
     check_data(ckpt, path, args.split)
     normalize = checkpoint_config(ckpt).get("data", {}).get("normalize", "unit")
     shape = "flat" if ckpt.spec["name"] == "mlp" else "image"
-    x, t = eval_share(path, args.split, comm.rank, comm.world_size, dtype=ckpt.dtype,
-                      shape=shape, normalize=normalize)
+    x, t = eval_share(
+        path,
+        args.split,
+        comm.rank,
+        comm.world_size,
+        dtype=ckpt.dtype,
+        shape=shape,
+        normalize=normalize,
+    )
     return net, path, x, t, class_names(trained_on(ckpt), int(net.spec["output_size"]))
 
 
@@ -96,13 +108,17 @@ def check_data(ckpt, path, split):
     with open_checked(path) as f:  # the whole layout checked, one line if it is wrong
         found, splits = str(f.attrs["dataset"]), split_names(f)
     if expected is not None and found != expected:
-        raise ValueError(f"data file {path}: holds {found}; expected {expected}, the data set "
-                         f"checkpoint {ckpt.path} was trained on; pass a {expected} file to "
-                         f"--data")
+        raise ValueError(
+            f"data file {path}: holds {found}; expected {expected}, the data set "
+            f"checkpoint {ckpt.path} was trained on; pass a {expected} file to "
+            f"--data"
+        )
     if split not in splits:
-        raise ValueError(f"data file {path}: has no /{split} split; expected one of "
-                         f"{', '.join(splits)}; prepare a file with `mpinet prepare --val N` "
-                         f"for /val, or pass --split test")
+        raise ValueError(
+            f"data file {path}: has no /{split} split; expected one of "
+            f"{', '.join(splits)}; prepare a file with `mpinet prepare --val N` "
+            f"for /val, or pass --split test"
+        )
 
 
 def tally(net, x, t, batch_size=1000):
@@ -110,7 +126,7 @@ def tally(net, x, t, batch_size=1000):
     k = int(net.spec.get("output_size", 10))
     counts, loss_sum = np.zeros(k * k, np.int64), 0.0
     for i in range(0, len(x), batch_size):
-        y, tb = net.predict(x[i:i + batch_size]).astype(np.float64), t[i:i + batch_size]
+        y, tb = net.predict(x[i : i + batch_size]).astype(np.float64), t[i : i + batch_size]
         counts += np.bincount(tb * k + y.argmax(axis=1), minlength=k * k)
         loss_sum += softmax_loss(y, tb) * len(y)
     return counts.reshape(k, k), np.array([loss_sum])
@@ -119,11 +135,16 @@ def tally(net, x, t, batch_size=1000):
 def summarise(counts, loss_sum, checkpoint, data, split):
     n = int(counts.sum())
     per_class = counts.diagonal() / np.maximum(counts.sum(axis=1), 1)
-    return {"checkpoint": str(checkpoint), "data": str(data), "split": split, "samples": n,
-            "accuracy": float(counts.trace() / n) if n else 0.0,
-            "loss": float(loss_sum / n) if n else 0.0,
-            "per_class_accuracy": [round(float(a), 6) for a in per_class],
-            "confusion_matrix": counts.tolist()}
+    return {
+        "checkpoint": str(checkpoint),
+        "data": str(data),
+        "split": split,
+        "samples": n,
+        "accuracy": float(counts.trace() / n) if n else 0.0,
+        "loss": float(loss_sum / n) if n else 0.0,
+        "per_class_accuracy": [round(float(a), 6) for a in per_class],
+        "confusion_matrix": counts.tolist(),
+    }
 
 
 def format_report(r):
@@ -132,12 +153,15 @@ def format_report(r):
     names = r.get("class_names") or [str(label) for label in range(k)]
     digits = names == [str(label) for label in range(k)]
     width = max(map(len, names))
-    lines = [f"checkpoint {r['checkpoint']}",
-             f"data {r['data']} /{r['split']}: {r['samples']} samples on {r['ranks']} rank(s)",
-             f"accuracy {r['accuracy']:.4f} ({correct}/{r['samples']})  loss {r['loss']:.4f}",
-             "per-class accuracy:"]
-    for label, (acc, row) in enumerate(zip(r["per_class_accuracy"], r["confusion_matrix"],
-                                           strict=True)):
+    lines = [
+        f"checkpoint {r['checkpoint']}",
+        f"data {r['data']} /{r['split']}: {r['samples']} samples on {r['ranks']} rank(s)",
+        f"accuracy {r['accuracy']:.4f} ({correct}/{r['samples']})  loss {r['loss']:.4f}",
+        "per-class accuracy:",
+    ]
+    for label, (acc, row) in enumerate(
+        zip(r["per_class_accuracy"], r["confusion_matrix"], strict=True)
+    ):
         name = "" if digits else f" {names[label]:<{width}}"  # MNIST: the label is the name
         lines.append(f"  {label}{name}  {acc:.4f}  ({row[label]}/{sum(row)})")
     lines.append("confusion matrix (rows: true label, columns: predicted):")

@@ -34,12 +34,20 @@ BN_EPS = 1e-5  # model/layers.py BatchNormalization
 
 def add_arguments(parser):
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
-    parser.add_argument("--format", choices=FORMATS, default="onnx",
-                        help="onnx (a graph for onnxruntime and others), h5 (an inference-only "
-                             "mpinet checkpoint with 16-bit weights) or safetensors (the "
-                             "weights by name, for other ecosystems); default onnx")
-    parser.add_argument("--dtype", choices=("float16", "bfloat16"), default="float16",
-                        help="--format h5: the weights' 16-bit type (default float16)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="onnx",
+        help="onnx (a graph for onnxruntime and others), h5 (an inference-only "
+        "mpinet checkpoint with 16-bit weights) or safetensors (the "
+        "weights by name, for other ecosystems); default onnx",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float16", "bfloat16"),
+        default="float16",
+        help="--format h5: the weights' 16-bit type (default float16)",
+    )
     parser.add_argument("--out", metavar="FILE", required=True, help="the file to write")
 
 
@@ -62,13 +70,17 @@ def write_onnx(ckpt, path, args):
     try:
         import onnx
     except ImportError:
-        raise ValueError('--format onnx: the onnx package is not installed; expected the '
-                         'optional extra; pip install "mpinet[onnx]"') from None
+        raise ValueError(
+            "--format onnx: the onnx package is not installed; expected the "
+            'optional extra; pip install "mpinet[onnx]"'
+        ) from None
     model = to_onnx(ckpt)
     onnx.checker.check_model(model)
     onnx.save(model, path)
-    return (f"{len(model.graph.node)} ONNX nodes (opset {OPSET}), input (N, 1, 28, 28) "
-            f"float32, output scores")
+    return (
+        f"{len(model.graph.node)} ONNX nodes (opset {OPSET}), input (N, 1, 28, 28) "
+        f"float32, output scores"
+    )
 
 
 def write_h5(ckpt, path, args):
@@ -76,8 +88,15 @@ def write_h5(ckpt, path, args):
     inference reads (config, pixel statistics, accuracy)."""
     from mpinet.model.checkpoint import network, save
 
-    keep = ("step", "epoch", "config", "data_fingerprint", "pixel_mean", "pixel_std",
-            "test_accuracy")
+    keep = (
+        "step",
+        "epoch",
+        "config",
+        "data_fingerprint",
+        "pixel_mean",
+        "pixel_std",
+        "test_accuracy",
+    )
     meta = {k: v for k, v in ckpt.meta.items() if k in keep}
     save(path, network(ckpt), None, meta, weights=args.dtype)
     return f"{args.dtype} weights (computed in float32 when loaded), no optimizer state"
@@ -87,16 +106,25 @@ def write_safetensors(ckpt, path, args):
     try:
         from safetensors.numpy import save_file
     except ImportError:
-        raise ValueError('--format safetensors: the safetensors package is not installed; '
-                         'expected the optional extra; pip install "mpinet[onnx]"') from None
+        raise ValueError(
+            "--format safetensors: the safetensors package is not installed; "
+            'expected the optional extra; pip install "mpinet[onnx]"'
+        ) from None
     tensors = {**ckpt.params, **ckpt.state}  # the book's names and shapes
     classes = int(ckpt.spec.get("output_size", 10))
     dataset = trained_on(ckpt)
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata={
-        "format": "mpinet", "model_spec": json.dumps(ckpt.spec, sort_keys=True),
-        "dtype": ckpt.dtype, "dataset": dataset,
-        "class_names": json.dumps(class_names(dataset, classes)),
-        "layout": "conv W (FN, C, FH, FW); affine W (in, out), y = x @ W + b"})
+    save_file(
+        {k: np.ascontiguousarray(v) for k, v in tensors.items()},
+        str(path),
+        metadata={
+            "format": "mpinet",
+            "model_spec": json.dumps(ckpt.spec, sort_keys=True),
+            "dtype": ckpt.dtype,
+            "dataset": dataset,
+            "class_names": json.dumps(class_names(dataset, classes)),
+            "layout": "conv W (FN, C, FH, FW); affine W (in, out), y = x @ W + b",
+        },
+    )
     return f"{len(tensors)} tensors by name"
 
 
@@ -111,8 +139,10 @@ def to_onnx(ckpt):
     from mpinet.model import build
 
     if ckpt.dtype != "float32":
-        raise ValueError(f"checkpoint {ckpt.path}: holds {ckpt.dtype} parameters; expected "
-                         f"float32 for ONNX export; train with model.dtype = \"float32\"")
+        raise ValueError(
+            f"checkpoint {ckpt.path}: holds {ckpt.dtype} parameters; expected "
+            f'float32 for ONNX export; train with model.dtype = "float32"'
+        )
     net = build(ckpt.spec, dtype=ckpt.dtype)
     graph = Graph(ckpt)
     x = "input"
@@ -128,15 +158,23 @@ def to_onnx(ckpt):
     inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])]
     outputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", classes])]
     model = helper.make_model(
-        helper.make_graph(graph.nodes, f"mpinet_{ckpt.spec['name']}", inputs, outputs,
-                          graph.initializers),
-        opset_imports=[helper.make_opsetid("", OPSET)], producer_name="mpinet")
+        helper.make_graph(
+            graph.nodes, f"mpinet_{ckpt.spec['name']}", inputs, outputs, graph.initializers
+        ),
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="mpinet",
+    )
     dataset = trained_on(ckpt)
-    helper.set_model_props(model, {
-        "dataset": dataset, "class_names": json.dumps(class_names(dataset, classes)),
-        "input": "pixels in [0, 1], 1 = ink (MNIST's convention), shape (N, 1, 28, 28)",
-        "output": "scores (before softmax); the argmax is the label",
-        "model_spec": json.dumps(ckpt.spec, sort_keys=True)})
+    helper.set_model_props(
+        model,
+        {
+            "dataset": dataset,
+            "class_names": json.dumps(class_names(dataset, classes)),
+            "input": "pixels in [0, 1], 1 = ink (MNIST's convention), shape (N, 1, 28, 28)",
+            "output": "scores (before softmax); the argmax is the label",
+            "model_spec": json.dumps(ckpt.spec, sort_keys=True),
+        },
+    )
     return model
 
 
@@ -171,22 +209,34 @@ class Graph:
             return x
         if kind == "conv":
             pad = a["pad"]
-            return self.node("Conv", [x, self.tensor(f"{name}.W"), self.tensor(f"{name}.b")],
-                             strides=[a["stride"]] * 2, pads=[pad] * 4)
+            return self.node(
+                "Conv",
+                [x, self.tensor(f"{name}.W"), self.tensor(f"{name}.b")],
+                strides=[a["stride"]] * 2,
+                pads=[pad] * 4,
+            )
         if kind == "affine":
             return self.node("Gemm", [x, self.tensor(f"{name}.W"), self.tensor(f"{name}.b")])
         if kind == "bn":
-            return self.node("BatchNormalization",
-                             [x, self.tensor(f"{name}.gamma"), self.tensor(f"{name}.beta"),
-                              self.tensor(f"{name}.running_mean"),
-                              self.tensor(f"{name}.running_var")], epsilon=BN_EPS)
+            return self.node(
+                "BatchNormalization",
+                [
+                    x,
+                    self.tensor(f"{name}.gamma"),
+                    self.tensor(f"{name}.beta"),
+                    self.tensor(f"{name}.running_mean"),
+                    self.tensor(f"{name}.running_var"),
+                ],
+                epsilon=BN_EPS,
+            )
         if kind == "pool":
-            return self.node("MaxPool", [x], kernel_shape=[a["size"]] * 2,
-                             strides=[a["size"]] * 2)
+            return self.node("MaxPool", [x], kernel_shape=[a["size"]] * 2, strides=[a["size"]] * 2)
         if kind == "flatten":
             return self.node("Flatten", [x], axis=1)
         ops = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
         if kind in ops:
             return self.node(ops[kind], [x])
-        raise ValueError(f"checkpoint {self.ckpt.path}: layer {name} of kind {kind!r}; "
-                         f"expected one ONNX export knows; export is not available for it")
+        raise ValueError(
+            f"checkpoint {self.ckpt.path}: layer {name} of kind {kind!r}; "
+            f"expected one ONNX export knows; export is not available for it"
+        )

@@ -90,14 +90,28 @@ def _curve_axes(heading, ylabel):
 def _train_line(ax, rows, key, label):
     # markers only where the points are few: one or two points must still be seen
     marker = "o" if len(rows) <= MANY else None
-    ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker=marker, markersize=3,
-            linewidth=1, color="tab:blue", label=label)
+    ax.plot(
+        [r["step"] for r in rows],
+        [r[key] for r in rows],
+        marker=marker,
+        markersize=3,
+        linewidth=1,
+        color="tab:blue",
+        label=label,
+    )
 
 
 def _test_line(ax, history, key, label):
     marker = "o" if len(history) <= MANY else None
-    ax.plot([r["step"] for r in history], [r[key] for r in history], marker=marker,
-            markersize=5, linewidth=1.5, color="tab:orange", label=label)
+    ax.plot(
+        [r["step"] for r in history],
+        [r[key] for r in history],
+        marker=marker,
+        markersize=5,
+        linewidth=1.5,
+        color="tab:orange",
+        label=label,
+    )
 
 
 def _finish(ax, history):
@@ -107,8 +121,9 @@ def _finish(ax, history):
     ax.legend()
     per_epoch = steps_per_epoch(history)
     if per_epoch:  # epochs on top: the step count alone hides how far through the data it got
-        top = ax.secondary_xaxis("top", functions=(lambda s: s / per_epoch,
-                                                   lambda e: e * per_epoch))
+        top = ax.secondary_xaxis(
+            "top", functions=(lambda s: s / per_epoch, lambda e: e * per_epoch)
+        )
         top.set_xlabel("epoch")
 
 
@@ -131,16 +146,31 @@ def confusion_figure(t, y, names, heading):
     for i in range(classes):
         for j in range(classes):
             dark = counts[i, j] > counts.max() / 2
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if dark else "black")
+            ax.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark else "black",
+            )
     long_names = max(map(len, names)) > SHORT_NAME
-    ax.set_xticks(range(classes), names, rotation=40 if long_names else 0,
-                  ha="right" if long_names else "center", rotation_mode="anchor")
+    ax.set_xticks(
+        range(classes),
+        names,
+        rotation=40 if long_names else 0,
+        ha="right" if long_names else "center",
+        rotation_mode="anchor",
+    )
     ax.set_yticks(range(classes), names)
     right = int(np.count_nonzero(t == y))
-    ax.set(xlabel="predicted", ylabel="true",
-           title=f"{heading}\nconfusion matrix: accuracy {right / len(t):.2%} "
-                 f"({right} of {len(t)} test images)")
+    ax.set(
+        xlabel="predicted",
+        ylabel="true",
+        title=f"{heading}\nconfusion matrix: accuracy {right / len(t):.2%} "
+        f"({right} of {len(t)} test images)",
+    )
     return fig
 
 
@@ -150,11 +180,13 @@ def misclassified_figure(predictions, names, heading):
     t, y, p = predictions.t, predictions.y, predictions.p
     cols, width, height = panel_grid(names)
     wrong = np.flatnonzero(t != y)
-    shown = wrong[np.argsort(-p[wrong], kind="stable")][:GRID_ROWS * cols]
+    shown = wrong[np.argsort(-p[wrong], kind="stable")][: GRID_ROWS * cols]
     rows = max(1, math.ceil(len(shown) / cols))
     fig = Figure(figsize=(width, 1.1 + rows * height), layout="constrained")
-    fig.suptitle(f"{heading}\n{len(wrong)} of {len(t)} test images misclassified, the most "
-                 f"confident first\ntrue → predicted (probability)")
+    fig.suptitle(
+        f"{heading}\n{len(wrong)} of {len(t)} test images misclassified, the most "
+        f"confident first\ntrue → predicted (probability)"
+    )
     if not len(shown):
         fig.text(0.5, 0.4, "no misclassified test images", ha="center")
     for k, i in enumerate(shown):

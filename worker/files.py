@@ -70,8 +70,10 @@ def read_jsonl(path, up_to_step=None):
         except json.JSONDecodeError:
             row = None
         if not isinstance(row, dict):
-            raise ValueError(f"{path}: line {number} is {line[:40]!r}; expected one JSON "
-                             f"object per line; remove the line or the file")
+            raise ValueError(
+                f"{path}: line {number} is {line[:40]!r}; expected one JSON "
+                f"object per line; remove the line or the file"
+            )
         if up_to_step is None or row.get("step", 0) <= up_to_step:
             rows.append(row)
     return rows

@@ -39,10 +39,17 @@ class History:
 
     def append(self, row):
         self.rows.append(row)
-        log.info("eval step=%d epoch=%.2f train_loss=%.4f train_acc=%.4f test_loss=%.4f "
-                 "test_acc=%.4f samples/s=%.0f", row["step"], row["epoch"], row["train_loss"],
-                 row["train_accuracy"], row["test_loss"], row["test_accuracy"],
-                 row["samples_per_second"])
+        log.info(
+            "eval step=%d epoch=%.2f train_loss=%.4f train_acc=%.4f test_loss=%.4f "
+            "test_acc=%.4f samples/s=%.0f",
+            row["step"],
+            row["epoch"],
+            row["train_loss"],
+            row["train_accuracy"],
+            row["test_loss"],
+            row["test_accuracy"],
+            row["samples_per_second"],
+        )
         if self.run_dir is not None:
             append_json(self.run_dir / "history.jsonl", row)
 
@@ -88,10 +95,21 @@ class Progress:
         if step % self.every:
             return None
         if self.bar is None and self.active:
-            log.info("step=%d epoch=%.2f loss=%.4f lr=%.3g step_ms=%.1f allreduce_ms=%.2f",
-                     step, epoch, loss, lr, 1e3 * step_seconds, 1e3 * allreduce_seconds)
-        row = {"step": step, "epoch": round(epoch, 4),
-               "train_loss": self.loss_sum / self.count, "lr": lr}
+            log.info(
+                "step=%d epoch=%.2f loss=%.4f lr=%.3g step_ms=%.1f allreduce_ms=%.2f",
+                step,
+                epoch,
+                loss,
+                lr,
+                1e3 * step_seconds,
+                1e3 * allreduce_seconds,
+            )
+        row = {
+            "step": step,
+            "epoch": round(epoch, 4),
+            "train_loss": self.loss_sum / self.count,
+            "lr": lr,
+        }
         self.loss_sum, self.count = 0.0, 0
         return row
 

@@ -74,8 +74,9 @@ class Request:
 
     @property
     def keep_alive(self):
-        tokens = {t.strip().lower() for v in self.headers.get("connection", ())
-                  for t in v.split(",")}
+        tokens = {
+            t.strip().lower() for v in self.headers.get("connection", ()) for t in v.split(",")
+        }
         if self.version == "HTTP/1.1":
             return "close" not in tokens
         return "keep-alive" in tokens
@@ -110,10 +111,14 @@ def printable(text, limit=200):
 
 def encode(answer, keep_alive, version="HTTP/1.1", head=False):
     """The bytes of an answer; no body for HEAD. No version in Server: nothing to fingerprint."""
-    lines = [f"HTTP/1.1 {answer.code} {HTTPStatus(answer.code).phrase}",
-             "Server: mpinet-serve", f"Date: {formatdate(usegmt=True)}",
-             f"Content-Type: {answer.content_type}", f"Content-Length: {len(answer.body)}",
-             "X-Content-Type-Options: nosniff"]
+    lines = [
+        f"HTTP/1.1 {answer.code} {HTTPStatus(answer.code).phrase}",
+        "Server: mpinet-serve",
+        f"Date: {formatdate(usegmt=True)}",
+        f"Content-Type: {answer.content_type}",
+        f"Content-Length: {len(answer.body)}",
+        "X-Content-Type-Options: nosniff",
+    ]
     lines += [f"{name}: {value}" for name, value in answer.headers]
     if not keep_alive:
         lines.append("Connection: close")
@@ -162,7 +167,7 @@ def parse_request_line(line, limits):
 def route_path(target):
     """The path routing looks at: the query is not part of it; absolute-form is accepted."""
     if match := re.match(r"https?://[^/?]*", target, re.IGNORECASE):
-        target = target[match.end():] or "/"
+        target = target[match.end() :] or "/"
         target = target if target.startswith("/") else "/" + target
     if not target.startswith("/") and target != "*":
         raise HttpError(400, f"request target '{printable(target, 80)}': expected /path")
@@ -175,14 +180,17 @@ def parse_headers(lines, limits):
     headers = {}
     for line in lines:
         if len(line) > limits.max_line:
-            raise HttpError(431, f"a header line of {len(line)} bytes; the limit is "
-                            f"{limits.max_line}")
+            raise HttpError(
+                431, f"a header line of {len(line)} bytes; the limit is {limits.max_line}"
+            )
         name, colon, value = line.partition(b":")
         value = value.strip(b" \t")
         if not colon or not TOKEN.fullmatch(name) or BAD_VALUE.search(value):
             shown = printable(line.decode("latin-1"), 80)
-            raise HttpError(400, f"header line '{shown}': expected Name: value (no folding, no "
-                            f"control characters)")
+            raise HttpError(
+                400,
+                f"header line '{shown}': expected Name: value (no folding, no control characters)",
+            )
         headers.setdefault(name.decode("ascii").lower(), []).append(value.decode("latin-1"))
     return headers
 
@@ -191,10 +199,12 @@ def body_length(headers):
     """Content-Length, strictly: one value of ASCII digits, and no Transfer-Encoding."""
     if "transfer-encoding" in headers:
         if "content-length" in headers:
-            raise HttpError(400, "both Transfer-Encoding and Content-Length; expected only "
-                            "Content-Length")
-        raise HttpError(411, "Transfer-Encoding is not accepted; send the body with a "
-                        "Content-Length")
+            raise HttpError(
+                400, "both Transfer-Encoding and Content-Length; expected only Content-Length"
+            )
+        raise HttpError(
+            411, "Transfer-Encoding is not accepted; send the body with a Content-Length"
+        )
     values = headers.get("content-length")
     if values is None:
         return None
@@ -236,10 +246,10 @@ class Connection:
                         raise Disconnected("closed the connection in the middle of a request")
                     return None
                 if self.buffer[:1] in (b"\r", b"\n"):  # blank lines before a request: skipped
-                    del self.buffer[:len(self.buffer) - len(self.buffer.lstrip(b"\r\n"))]
+                    del self.buffer[: len(self.buffer) - len(self.buffer.lstrip(b"\r\n"))]
                     scanned = 0
-            head = bytes(self.buffer[:end.start()])
-            del self.buffer[:end.end()]
+            head = bytes(self.buffer[: end.start()])
+            del self.buffer[: end.end()]
             return parse_head(head, limits)
         except HttpError as e:
             e.line = printable(bytes(head.split(b"\n", 1)[0].rstrip(b"\r")).decode("latin-1"))

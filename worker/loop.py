@@ -57,8 +57,16 @@ class Schedule:
 
     def lr(self, cfg, step, total_steps=None):
         o = cfg.optim
-        return learning_rate(step, self.base_lr, o.schedule, total_steps or self.total_steps,
-                             o.warmup_steps, o.step_size, o.gamma, o.min_lr)
+        return learning_rate(
+            step,
+            self.base_lr,
+            o.schedule,
+            total_steps or self.total_steps,
+            o.warmup_steps,
+            o.step_size,
+            o.gamma,
+            o.min_lr,
+        )
 
 
 def train(cfg, comm, run_dir, ckpt=None):
@@ -71,17 +79,22 @@ def train(cfg, comm, run_dir, ckpt=None):
     # -- setup: nothing is written yet -----------------------------------------------------
     threads = blas_threads_for(comm.local_size, cfg.train.blas_threads)
     blas = pin_blas_threads(threads)
-    log.info("%d rank(s) (%s), %d BLAS thread(s) each: %s", comm.world_size, comm.library,
-             threads, blas)
+    log.info(
+        "%d rank(s) (%s), %d BLAS thread(s) each: %s", comm.world_size, comm.library, threads, blas
+    )
     path, how = prepare_data(cfg, comm)
     data_id = fingerprint(path)
     batches, x_test, t_test = open_data(cfg, comm, path)
     data_meta = {"data_fingerprint": data_id}
     if batches.stats is not None:  # standardised inputs: inference needs the statistics
         data_meta.update(pixel_mean=batches.stats[0], pixel_std=batches.stats[1])
-    net = build(model_spec(cfg), dtype=cfg.model.dtype, seed=cfg.train.seed,
-                dropout_seed=(cfg.train.seed, comm.rank),
-                bn_allreduce=comm.allreduce_sum_ if cfg.model.sync_bn else None)  # dist
+    net = build(
+        model_spec(cfg),
+        dtype=cfg.model.dtype,
+        seed=cfg.train.seed,
+        dropout_seed=(cfg.train.seed, comm.rank),
+        bn_allreduce=comm.allreduce_sum_ if cfg.model.sync_bn else None,
+    )  # dist
     optimizer = create(cfg.optim.name, **optimizer_kwargs(cfg))
     metrics = start_metrics(cfg, comm)
     running = np.zeros(3)  # training loss sum, correct, samples since the last evaluation
@@ -94,15 +107,21 @@ def train(cfg, comm, run_dir, ckpt=None):
     assert_same_config(comm, config_hash(cfg))  # dist
     assert_same_data(comm, data_id)  # dist
     resuming = comm.bcast_object(ckpt is not None, root=0)  # dist
-    resumed = (restore_checkpoint(cfg, comm, ckpt, net, optimizer, running, data_id)
-               if resuming else Resumed())
+    resumed = (
+        restore_checkpoint(cfg, comm, ckpt, net, optimizer, running, data_id)
+        if resuming
+        else Resumed()
+    )
     assert_same_params(comm, net.buffer.data)  # dist
 
     schedule = make_schedule(cfg, comm, batches)
     step = resumed.step
     if resuming and step >= schedule.total_steps:
-        log.info("run already complete at step %d (%s); raise %s to continue", step,
-                 *limit(cfg, schedule))
+        log.info(
+            "run already complete at step %d (%s); raise %s to continue",
+            step,
+            *limit(cfg, schedule),
+        )
         metrics.close(None)
         return None, net
 
@@ -149,25 +168,44 @@ def train(cfg, comm, run_dir, ckpt=None):
             row = None
             if due(step, cfg.train.eval_every, schedule.steps_per_epoch, schedule.total_steps):
                 row = evaluate(net, comm, x_test, t_test, running)
-                row.update(epoch=round(epochs, 4), step=step, lr=optimizer.lr,
-                           samples_per_second=row.pop("train_samples") / clock.train_seconds,
-                           elapsed_seconds=clock.elapsed())
+                row.update(
+                    epoch=round(epochs, 4),
+                    step=step,
+                    lr=optimizer.lr,
+                    samples_per_second=row.pop("train_samples") / clock.train_seconds,
+                    elapsed_seconds=clock.elapsed(),
+                )
                 running[:], clock.train_seconds = 0, 0.0
                 history.append(row)
                 metrics.observe_eval(row)
             stop = preemption.requested(comm)  # dist: a signal on any rank stops all
             if stop is None and step == cfg.train.stop_after:  # the schedule stays the same
                 stop = (f"train.stop_after={step}", 0)
-            if stop or due(step, cfg.train.checkpoint_every, schedule.steps_per_epoch,
-                           schedule.total_steps):
-                seconds = save_checkpoint(cfg, comm, checkpoints, net, optimizer, step,
-                                          schedule.total_steps, running, clock, world_sizes,
-                                          data_meta, row and row["test_accuracy"])
+            if stop or due(
+                step, cfg.train.checkpoint_every, schedule.steps_per_epoch, schedule.total_steps
+            ):
+                seconds = save_checkpoint(
+                    cfg,
+                    comm,
+                    checkpoints,
+                    net,
+                    optimizer,
+                    step,
+                    schedule.total_steps,
+                    running,
+                    clock,
+                    world_sizes,
+                    data_meta,
+                    row and row["test_accuracy"],
+                )
                 if seconds is not None:  # rank 0 wrote it
                     metrics.observe_checkpoint(seconds)
             if stop:
-                log.warning("stopped by %s after step %d; checkpoint saved; run again with "
-                            "--resume auto", stop[0], step)
+                log.warning(
+                    "stopped by %s after step %d; checkpoint saved; run again with --resume auto",
+                    stop[0],
+                    step,
+                )
                 break
         micro.close()
     preemption.close()
@@ -178,14 +216,23 @@ def train(cfg, comm, run_dir, ckpt=None):
     if stop is None and cfg.train.plots:
         draw_plots(cfg, comm, run_dir, net, path, x_test, t_test)
     summary = history.summary(
-        model=cfg.model.name, dataset=cfg.data.dataset, data=str(path),
-        world_size=comm.world_size, world_sizes=world_sizes, steps=step,
-        total_steps=schedule.total_steps, epochs=step / schedule.steps_per_epoch,
-        complete=step >= schedule.total_steps, preempted=bool(stop and stop[1]),
-        stopped_by=stop and stop[0], exit_code=stop[1] if stop else 0,
+        model=cfg.model.name,
+        dataset=cfg.data.dataset,
+        data=str(path),
+        world_size=comm.world_size,
+        world_sizes=world_sizes,
+        steps=step,
+        total_steps=schedule.total_steps,
+        epochs=step / schedule.steps_per_epoch,
+        complete=step >= schedule.total_steps,
+        preempted=bool(stop and stop[1]),
+        stopped_by=stop and stop[0],
+        exit_code=stop[1] if stop else 0,
         final_checkpoint=checkpoints and str(checkpoints.latest()),
         best_checkpoint=checkpoints and _str(checkpoints.best_file()),
-        wall_seconds=wall, params_sha256=net.buffer.checksum())
+        wall_seconds=wall,
+        params_sha256=net.buffer.checksum(),
+    )
     metrics.close(summary, run_dir)
     return summary, net
 
@@ -224,8 +271,7 @@ def start_metrics(cfg, comm):
 def due(step, every, steps_per_epoch, total_steps):
     """Whether an evaluation or checkpoint falls after `step`: at each epoch's end, after the
     last step, and every `every` steps (0: only the first two)."""
-    return (step % steps_per_epoch == 0 or step == total_steps
-            or bool(every and step % every == 0))
+    return step % steps_per_epoch == 0 or step == total_steps or bool(every and step % every == 0)
 
 
 def forward_backward(net, micro, k, acc, running):
@@ -280,8 +326,10 @@ def check_and_clip(grad, clip_norm, step):
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged gradient: said below
         norm = math.sqrt(float(np.dot(grad, grad)))
     if not math.isfinite(norm):
-        raise AllRanksError(f"step {step}: the gradient is not finite (NaN or Inf); lower "
-                            f"optim.lr or set optim.clip_norm")
+        raise AllRanksError(
+            f"step {step}: the gradient is not finite (NaN or Inf); lower "
+            f"optim.lr or set optim.clip_norm"
+        )
     if clip_norm and norm > clip_norm:
         grad *= clip_norm / norm
     return norm
@@ -299,9 +347,14 @@ def evaluate(net, comm, x_test, t_test, running):
     sums = np.array([loss_sum, correct, n, *running], dtype=np.float64)
     comm.allreduce_sum_(sums)  # dist
     test_loss, test_correct, test_n, train_loss, train_correct, train_n = sums
-    return {"train_loss": train_loss / train_n, "train_accuracy": train_correct / train_n,
-            "test_loss": test_loss / test_n, "test_accuracy": test_correct / test_n,
-            "test_samples": int(test_n), "train_samples": train_n}
+    return {
+        "train_loss": train_loss / train_n,
+        "train_accuracy": train_correct / train_n,
+        "test_loss": test_loss / test_n,
+        "test_accuracy": test_correct / test_n,
+        "test_samples": int(test_n),
+        "train_samples": train_n,
+    }
 
 
 def draw_plots(cfg, comm, run_dir, net, path, x_test, t_test):
@@ -315,8 +368,9 @@ def draw_plots(cfg, comm, run_dir, net, path, x_test, t_test):
     if comm.is_root:
         t, y, prob = (np.concatenate(column) for column in zip(*shares, strict=True))
         with written(run_dir):
-            write_plots(run_dir, Predictions(t, y, prob,
-                                             read_test_images(path, cfg.data.eval_split)))
+            write_plots(
+                run_dir, Predictions(t, y, prob, read_test_images(path, cfg.data.eval_split))
+            )
 
 
 def optimizer_kwargs(cfg):

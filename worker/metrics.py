@@ -71,46 +71,79 @@ class Metrics:
         # Gauges without a value yet are absent, never 0.0: an alert on "accuracy < 0.9"
         # must not fire before the first evaluation, nor "loss is NaN" before a step.
         self.loss = unset("mpinet_train_loss", "Training loss of the last step")
-        self.accuracy = unset("mpinet_train_accuracy",
-                              "Training accuracy since the last evaluation")
-        self.samples = one(Counter, "mpinet_train_samples",
-                           "Training samples processed by the job (global batch per step)")
+        self.accuracy = unset(
+            "mpinet_train_accuracy", "Training accuracy since the last evaluation"
+        )
+        self.samples = one(
+            Counter,
+            "mpinet_train_samples",
+            "Training samples processed by the job (global batch per step)",
+        )
         self.steps = one(Counter, "mpinet_train_steps", "Optimizer steps completed")
-        self.phase = per(Histogram, "mpinet_step_phase_duration_seconds",
-                         "Time of one step's phases on this rank", "phase", PHASES,
-                         buckets=STEP_BUCKETS)
-        self.step_seconds = one(Histogram, "mpinet_step_duration_seconds",
-                                "Time of one whole training step on this rank",
-                                buckets=STEP_BUCKETS)
-        self.allreduce_bytes = one(Counter, "mpinet_allreduce_bytes",
-                                   "Bytes this rank passed to allreduce")
-        self.wait = one(Counter, "mpinet_collective_wait_seconds",
-                        "Seconds this rank spent inside collectives (the slow rank waits least)")
-        accuracy = per_unset("mpinet_eval_accuracy", "Accuracy at the last evaluation", "split",
-                             SPLITS)
+        self.phase = per(
+            Histogram,
+            "mpinet_step_phase_duration_seconds",
+            "Time of one step's phases on this rank",
+            "phase",
+            PHASES,
+            buckets=STEP_BUCKETS,
+        )
+        self.step_seconds = one(
+            Histogram,
+            "mpinet_step_duration_seconds",
+            "Time of one whole training step on this rank",
+            buckets=STEP_BUCKETS,
+        )
+        self.allreduce_bytes = one(
+            Counter, "mpinet_allreduce_bytes", "Bytes this rank passed to allreduce"
+        )
+        self.wait = one(
+            Counter,
+            "mpinet_collective_wait_seconds",
+            "Seconds this rank spent inside collectives (the slow rank waits least)",
+        )
+        accuracy = per_unset(
+            "mpinet_eval_accuracy", "Accuracy at the last evaluation", "split", SPLITS
+        )
         loss = per_unset("mpinet_eval_loss", "Loss at the last evaluation", "split", SPLITS)
         self.eval = {s: (accuracy[s], loss[s]) for s in SPLITS}
         self.lr = unset("mpinet_learning_rate", "Learning rate of the last step")
-        self.epoch = one(Gauge, "mpinet_epoch",
-                         "Completed epochs, a fraction: step / steps per epoch")
+        self.epoch = one(
+            Gauge, "mpinet_epoch", "Completed epochs, a fraction: step / steps per epoch"
+        )
         self.step = one(Gauge, "mpinet_step", "Optimizer steps completed")
         self.world = one(Gauge, "mpinet_world_size", "Number of ranks in the job")
-        self.start = one(Gauge, "mpinet_start_timestamp_seconds",
-                         "Unix time this rank started training")
+        self.start = one(
+            Gauge, "mpinet_start_timestamp_seconds", "Unix time this rank started training"
+        )
         # Before the first step it holds the start time, so "no step for 10 minutes" also
         # catches a job stuck before its first step.
-        self.last_step = one(Gauge, "mpinet_last_step_timestamp_seconds",
-                             "Unix time of the last completed step (liveness); the start before")
-        self.checkpoint_seconds = one(Histogram, "mpinet_checkpoint_duration_seconds",
-                                      "Time to write one checkpoint (rank 0 writes them)",
-                                      buckets=CHECKPOINT_BUCKETS)
-        self.last_checkpoint = unset("mpinet_last_checkpoint_timestamp_seconds",
-                                     "Unix time of the last successful checkpoint")
-        info = Info("mpinet_run", "The run: version, model, optimizer, world size", names,
-                    registry=r)
-        info.labels(*values).info({"version": package_version(), "model": cfg.model.name,
-                                   "optimizer": cfg.optim.name,
-                                   "world_size": str(comm.world_size)})
+        self.last_step = one(
+            Gauge,
+            "mpinet_last_step_timestamp_seconds",
+            "Unix time of the last completed step (liveness); the start before",
+        )
+        self.checkpoint_seconds = one(
+            Histogram,
+            "mpinet_checkpoint_duration_seconds",
+            "Time to write one checkpoint (rank 0 writes them)",
+            buckets=CHECKPOINT_BUCKETS,
+        )
+        self.last_checkpoint = unset(
+            "mpinet_last_checkpoint_timestamp_seconds",
+            "Unix time of the last successful checkpoint",
+        )
+        info = Info(
+            "mpinet_run", "The run: version, model, optimizer, world size", names, registry=r
+        )
+        info.labels(*values).info(
+            {
+                "version": package_version(),
+                "model": cfg.model.name,
+                "optimizer": cfg.optim.name,
+                "world_size": str(comm.world_size),
+            }
+        )
         self.world.set(comm.world_size)
         self.start.set(self.started)
         self.last_step.set(self.started)
@@ -120,8 +153,10 @@ class Metrics:
         try:
             server, _ = start_http_server(port, addr=host, registry=self.registry)
         except OSError as e:
-            raise OSError(f"metrics: cannot serve on {host}:{port} ({e.strerror}); set "
-                          f"metrics.port to a free base port, 0 for any, or -1 for off") from None
+            raise OSError(
+                f"metrics: cannot serve on {host}:{port} ({e.strerror}); set "
+                f"metrics.port to a free base port, 0 for any, or -1 for off"
+            ) from None
         self.port = server.server_port
         shown = socket.gethostname() if host in ("", "0.0.0.0", "::") else host
         self.url = f"http://{shown}:{self.port}/metrics"  # rank 0 logs every rank's (INFO)
@@ -173,13 +208,15 @@ class Metrics:
             self.server.server_close()
             self.server = None
         if self.pushgateway and self.comm.is_root and summary is not None:
-            run_id = Path(run_dir).name if run_dir else time.strftime(
-                "%Y%m%d-%H%M%S", time.localtime(self.started))
+            run_id = (
+                Path(run_dir).name
+                if run_dir
+                else time.strftime("%Y%m%d-%H%M%S", time.localtime(self.started))
+            )
             try:
                 push_summary(self.pushgateway, self.job, run_id, summary)
             except OSError as e:
-                log.warning("metrics: could not push the summary to %s (%s)", self.pushgateway,
-                            e)
+                log.warning("metrics: could not push the summary to %s (%s)", self.pushgateway, e)
 
 
 class Unset:
@@ -199,5 +236,6 @@ def metric_names(registry):
     """Every sample name a registry exposes (with _total, _bucket, _count, _sum, _info)."""
     families = list(registry.collect())
     # A gauge that has no value yet (Unset) has no sample, but it is exported all the same.
-    return ({sample.name for family in families for sample in family.samples}
-            | {family.name for family in families if family.type == "gauge"})
+    return {sample.name for family in families for sample in family.samples} | {
+        family.name for family in families if family.type == "gauge"
+    }

@@ -49,17 +49,23 @@ class Predictions:
         for name, shape in shapes.items():
             found = np.shape(getattr(self, name))
             if found != shape:
-                raise ValueError(f"Predictions.{name}: shape {found}; expected {shape} "
-                                 f"(n = len(t) = {n}); pass one entry per test image")
+                raise ValueError(
+                    f"Predictions.{name}: shape {found}; expected {shape} "
+                    f"(n = len(t) = {n}); pass one entry per test image"
+                )
         for name in ("t", "y"):
             kind = np.asarray(getattr(self, name)).dtype
             if kind.kind not in "iu":
-                raise ValueError(f"Predictions.{name}: dtype {kind}; expected integer labels; "
-                                 f"pass labels, not scores or probabilities")
+                raise ValueError(
+                    f"Predictions.{name}: dtype {kind}; expected integer labels; "
+                    f"pass labels, not scores or probabilities"
+                )
         if np.asarray(self.images).dtype != np.uint8:  # drawn on the 0..255 scale
-            raise ValueError(f"Predictions.images: dtype {np.asarray(self.images).dtype}; "
-                             f"expected uint8; pass the images as stored in the data file, "
-                             f"not the network's (normalised) inputs")
+            raise ValueError(
+                f"Predictions.images: dtype {np.asarray(self.images).dtype}; "
+                f"expected uint8; pass the images as stored in the data file, "
+                f"not the network's (normalised) inputs"
+            )
 
 
 def from_scores(t, scores, images):
@@ -72,8 +78,9 @@ def from_scores(t, scores, images):
 
 def concatenate(parts):
     """One Predictions from the ranks' parts (in rank order: each holds a contiguous share)."""
-    return Predictions(*(np.concatenate([getattr(q, name) for q in parts])
-                         for name in ("t", "y", "p", "images")))
+    return Predictions(
+        *(np.concatenate([getattr(q, name) for q in parts]) for name in ("t", "y", "p", "images"))
+    )
 
 
 # -- the command -------------------------------------------------------------------------
@@ -81,17 +88,22 @@ def concatenate(parts):
 
 def add_arguments(parser):
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory `mpinet train` wrote")
-    parser.add_argument("--checkpoint", metavar="FILE.h5",
-                        help="use this checkpoint (default: the run's latest)")
-    parser.add_argument("--data", metavar="FILE.h5",
-                        help="the HDF5 data file (default: data.path of the run's config.toml)")
+    parser.add_argument(
+        "--checkpoint", metavar="FILE.h5", help="use this checkpoint (default: the run's latest)"
+    )
+    parser.add_argument(
+        "--data",
+        metavar="FILE.h5",
+        help="the HDF5 data file (default: data.path of the run's config.toml)",
+    )
 
 
 def run(args):
     for given, option in ((args.checkpoint, "--checkpoint"), (args.data, "--data")):
         if given and not Path(given).is_file():  # asked for: an error, not a skipped plot
-            raise FileNotFoundError(f"{option} {given}: no such file; expected an HDF5 file; "
-                                    f"check the path")
+            raise FileNotFoundError(
+                f"{option} {given}: no such file; expected an HDF5 file; check the path"
+            )
     written, skipped = write_plots(args.run_dir, checkpoint=args.checkpoint, data=args.data)
     for path in written:
         print(path)
@@ -118,8 +130,10 @@ def draw(run_dir, predictions=None, checkpoint=None, data=None):
     run_dir = Path(run_dir)
     cfg, history, steps = read_run(run_dir)
     if predictions is not None and not isinstance(predictions, Predictions):
-        raise TypeError(f"write_plots: predictions is a {type(predictions).__name__}; expected "
-                        f"mpinet.worker.plots.Predictions; build it with from_scores")
+        raise TypeError(
+            f"write_plots: predictions is a {type(predictions).__name__}; expected "
+            f"mpinet.worker.plots.Predictions; build it with from_scores"
+        )
     path = data_file(cfg, data)
     dataset = dataset_of(cfg, path)
     heading = figures.title(setting(cfg, "model.name"), dataset, run_dir.name)
@@ -138,8 +152,9 @@ def draw(run_dir, predictions=None, checkpoint=None, data=None):
         from mpinet.data import class_names
 
         names = class_names(dataset)
-        drawn[PREDICTIONS[0]] = figures.confusion_figure(predictions.t, predictions.y, names,
-                                                         heading)
+        drawn[PREDICTIONS[0]] = figures.confusion_figure(
+            predictions.t, predictions.y, names, heading
+        )
         drawn[PREDICTIONS[1]] = figures.misclassified_figure(predictions, names, heading)
     return drawn, skipped
 
@@ -167,17 +182,23 @@ def read_run(run_dir):
     from before it existed): then the train curve comes from the history."""
     history = run_dir / "history.jsonl"
     if not history.is_file():
-        raise FileNotFoundError(f"{run_dir}: no history.jsonl; expected a run directory; pass "
-                                f"one that `mpinet train --run-dir` wrote")
+        raise FileNotFoundError(
+            f"{run_dir}: no history.jsonl; expected a run directory; pass "
+            f"one that `mpinet train --run-dir` wrote"
+        )
     config = run_dir / "config.toml"
     if not config.is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.toml; expected a run directory; pass "
-                                f"one that `mpinet train --run-dir` wrote")
+        raise FileNotFoundError(
+            f"{run_dir}: no config.toml; expected a run directory; pass "
+            f"one that `mpinet train --run-dir` wrote"
+        )
     try:
         cfg = tomllib.loads(config.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{config}: not TOML ({e}); expected the config `mpinet train` "
-                         f"wrote; restore or rewrite it") from None
+        raise ValueError(
+            f"{config}: not TOML ({e}); expected the config `mpinet train` "
+            f"wrote; restore or rewrite it"
+        ) from None
     steps = run_dir / "steps.jsonl"
     rows = read_rows(steps, STEPS_KEYS) if steps.is_file() else []
     return cfg, read_rows(history, HISTORY_KEYS), rows
@@ -189,8 +210,10 @@ def read_rows(path, keys):
     for number, row in enumerate(rows, 1):
         missing = [k for k in keys if not isinstance(row, dict) or k not in row]
         if missing:
-            raise ValueError(f"{path}: object {number} lacks {', '.join(missing)}; expected "
-                             f"{', '.join(keys)}; pass a file that `mpinet train` wrote")
+            raise ValueError(
+                f"{path}: object {number} lacks {', '.join(missing)}; expected "
+                f"{', '.join(keys)}; pass a file that `mpinet train` wrote"
+            )
     return rows
 
 
@@ -199,8 +222,10 @@ def setting(cfg, dotted):
     section, key = dotted.split(".")
     value = cfg.get(section, {}).get(key)
     if value is None:
-        raise ValueError(f"config.toml: no {dotted}; expected the resolved config `mpinet "
-                         f"train` writes; add {dotted} to it")
+        raise ValueError(
+            f"config.toml: no {dotted}; expected the resolved config `mpinet "
+            f"train` writes; add {dotted} to it"
+        )
     return value
 
 
@@ -233,8 +258,10 @@ def checkpoint_for(run_dir, checkpoint=None):
         return resolve(checkpoint)
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no checkpoint; expected ckpt-*.h5 files there; "
-                                f"train with checkpoints on, or pass --checkpoint FILE.h5")
+        raise FileNotFoundError(
+            f"{folder}: no checkpoint; expected ckpt-*.h5 files there; "
+            f"train with checkpoints on, or pass --checkpoint FILE.h5"
+        )
     return resolve(folder)
 
 
@@ -244,12 +271,20 @@ def predict(cfg, checkpoint, path):
     from mpinet.model import load
 
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file; expected the run's HDF5 file; "
-                                f"pass --data FILE.h5")
+        raise FileNotFoundError(
+            f"{path}: no such data file; expected the run's HDF5 file; pass --data FILE.h5"
+        )
     net = load(str(checkpoint))
     shape = "flat" if setting(cfg, "model.name") == "mlp" else "image"
-    x, t = eval_share(path, "test", 0, 1, dtype=setting(cfg, "model.dtype"), shape=shape,
-                      normalize=setting(cfg, "data.normalize"))
+    x, t = eval_share(
+        path,
+        "test",
+        0,
+        1,
+        dtype=setting(cfg, "model.dtype"),
+        shape=shape,
+        normalize=setting(cfg, "data.normalize"),
+    )
     with open_checked(path) as f:
         images = f["test"]["images"][:]  # uint8 as stored: what a person would see
     return from_scores(t, net.predict(x), images)

@@ -24,33 +24,55 @@ from mpinet.model.checkpoint import network, read
 
 from .cli import print_out
 
-HELP = ("predict the class (the digit, or the Fashion-MNIST article) of PNG/JPEG/PGM images "
-        "or .npy arrays with a checkpoint")
+HELP = (
+    "predict the class (the digit, or the Fashion-MNIST article) of PNG/JPEG/PGM images "
+    "or .npy arrays with a checkpoint"
+)
 CHECKPOINT_HELP = "a checkpoint file, a run directory or its checkpoints/latest"
 
 
 def add_arguments(parser):
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
-    parser.add_argument("inputs", metavar="INPUT", nargs="+",
-                        help="an image of one digit or article (PNG, JPEG, PGM, ...), or a .npy "
-                        "array (n, 28, 28) or (n, 784)")
-    parser.add_argument("--top", type=int, default=3, metavar="K",
-                        help="show the K most probable classes (default 3)")
+    parser.add_argument(
+        "inputs",
+        metavar="INPUT",
+        nargs="+",
+        help="an image of one digit or article (PNG, JPEG, PGM, ...), or a .npy "
+        "array (n, 28, 28) or (n, 784)",
+    )
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=3,
+        metavar="K",
+        help="show the K most probable classes (default 3)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args):
     predictor = Predictor(args.checkpoint, skipped=warn)
     if not 1 <= args.top <= predictor.classes:
-        raise ValueError(f"--top {args.top}: out of range; expected 1..{predictor.classes} "
-                         f"(the network's classes); pass a K in that range")
+        raise ValueError(
+            f"--top {args.top}: out of range; expected 1..{predictor.classes} "
+            f"(the network's classes); pass a K in that range"
+        )
     inputs, images = read_inputs(args.inputs)  # every input is checked before any output
     probabilities = predictor.probabilities(images)
-    rows = [prediction(name, p, args.top, predictor.names)
-            for name, p in zip(inputs, probabilities, strict=True)]
+    rows = [
+        prediction(name, p, args.top, predictor.names)
+        for name, p in zip(inputs, probabilities, strict=True)
+    ]
     if args.json:
-        print_out(json.dumps({"checkpoint": str(predictor.path), "dataset": predictor.dataset,
-                          "predictions": rows}))
+        print_out(
+            json.dumps(
+                {
+                    "checkpoint": str(predictor.path),
+                    "dataset": predictor.dataset,
+                    "predictions": rows,
+                }
+            )
+        )
     else:
         for row in rows:
             print_out(format_row(row, predictor.digits))
@@ -92,10 +114,16 @@ def read_inputs(paths):
 def prediction(name, probabilities, top, names):
     """One input's row: its label and class name, every probability, the `top` classes."""
     order = np.argsort(-probabilities, kind="stable")[:top]
-    return {"input": name, "label": int(order[0]), "name": names[order[0]],
-            "probabilities": [round(float(p), 6) for p in probabilities],
-            "top": [{"label": int(k), "name": names[k], "probability": float(probabilities[k])}
-                    for k in order]}
+    return {
+        "input": name,
+        "label": int(order[0]),
+        "name": names[order[0]],
+        "probabilities": [round(float(p), 6) for p in probabilities],
+        "top": [
+            {"label": int(k), "name": names[k], "probability": float(probabilities[k])}
+            for k in order
+        ],
+    }
 
 
 class Predictor:
@@ -136,9 +164,10 @@ def checkpoint_config(ckpt):
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:  # read() checked it: only a Checkpoint made by hand
-        raise ValueError(f"checkpoint {ckpt.path}: attribute config is not TOML ({e}); "
-                         f"expected the run's config; use a checkpoint `mpinet train` wrote"
-                         ) from None
+        raise ValueError(
+            f"checkpoint {ckpt.path}: attribute config is not TOML ({e}); "
+            f"expected the run's config; use a checkpoint `mpinet train` wrote"
+        ) from None
 
 
 def trained_on(ckpt):
@@ -170,6 +199,8 @@ def pixel_stats(ckpt):
         with h5py.File(path, "r", locking=False) as f:
             return float(f.attrs["pixel_mean"]), float(f.attrs["pixel_std"])
     except (OSError, KeyError):
-        raise ValueError(f"checkpoint {ckpt.path}: trained with data.normalize=standard but "
-                         f"holds no pixel_mean/pixel_std, and the data file {path} is not "
-                         f"readable; make it available") from None
+        raise ValueError(
+            f"checkpoint {ckpt.path}: trained with data.normalize=standard but "
+            f"holds no pixel_mean/pixel_std, and the data file {path} is not "
+            f"readable; make it available"
+        ) from None

@@ -39,28 +39,36 @@ def resolve_start(args, overrides):
     ckpt, base = None, None
     if args.resume == "auto":
         if run_dir is None:
-            raise ValueError("--resume auto: no --run-dir; expected the run directory to "
-                             "continue; pass --run-dir DIR (the same as the first time)")
+            raise ValueError(
+                "--resume auto: no --run-dir; expected the run directory to "
+                "continue; pass --run-dir DIR (the same as the first time)"
+            )
         ckpt = find_resume(run_dir) if run_dir.is_dir() else None
         if ckpt is None and (run_dir / "config.toml").is_file():
             base = ((run_dir / "config.toml").read_text(), f"{run_dir}/config.toml")
     elif args.resume:
         where = Path(args.resume)
         if not where.exists():
-            raise FileNotFoundError(f"--resume {where}: no such file or directory; expected "
-                                    f"a checkpoint file, a run directory or its "
-                                    f"checkpoints/latest; check the path")
+            raise FileNotFoundError(
+                f"--resume {where}: no such file or directory; expected "
+                f"a checkpoint file, a run directory or its "
+                f"checkpoints/latest; check the path"
+            )
         ckpt = find_resume(where)
         if ckpt is None:
-            raise ValueError(f"--resume {where}: holds no checkpoint; expected ckpt-*.h5 "
-                             f"files; pass a run directory that has checkpoints/")
+            raise ValueError(
+                f"--resume {where}: holds no checkpoint; expected ckpt-*.h5 "
+                f"files; pass a run directory that has checkpoints/"
+            )
     if ckpt is not None:
         base = (ckpt.meta["config"], f"checkpoint {ckpt.path}")
     if run_dir is None:
         run_dir = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     elif (run_dir / "history.jsonl").exists() and not args.resume:
-        raise ValueError(f"--run-dir {run_dir}: already holds a run (history.jsonl); expected "
-                         f"a new directory; continue it with --resume auto, or choose another")
+        raise ValueError(
+            f"--run-dir {run_dir}: already holds a run (history.jsonl); expected "
+            f"a new directory; continue it with --resume auto, or choose another"
+        )
     return load_config(args.config, overrides, base=base), run_dir, ckpt
 
 
@@ -89,11 +97,13 @@ def restore_checkpoint(cfg, comm, ckpt, net, optimizer, running, data_id):
     restore(ckpt, net, optimizer)
     meta = ckpt.meta
     step = int(meta["step"])
-    resumed = Resumed(step, int(meta.get("total_steps", 0)),
-                      float(meta.get("elapsed_seconds", 0.0)),
-                      world_sizes=json.loads(meta.get("world_sizes", "[]"))
-                      or [int(meta["world_size"])],
-                      source=Path(ckpt.path).parent.parent)
+    resumed = Resumed(
+        step,
+        int(meta.get("total_steps", 0)),
+        float(meta.get("elapsed_seconds", 0.0)),
+        world_sizes=json.loads(meta.get("world_sizes", "[]")) or [int(meta["world_size"])],
+        source=Path(ckpt.path).parent.parent,
+    )
     if int(meta["world_size"]) == comm.world_size:
         set_rng_state(net.dropout_rng, json.loads(meta["dropout_rngs"])[comm.rank])
         running[:] = json.loads(meta["running"])[comm.rank]
@@ -101,25 +111,32 @@ def restore_checkpoint(cfg, comm, ckpt, net, optimizer, running, data_id):
     else:  # another world size: the replicated state carries over, per-rank streams cannot
         fresh = np.random.default_rng((cfg.train.seed, comm.rank, step))
         net.dropout_rng.bit_generator.state = fresh.bit_generator.state  # in place: layers hold it
-    log.info("resumed from %s at step %d (saved by %s rank(s))", ckpt.path, step,
-             meta["world_size"])
+    log.info(
+        "resumed from %s at step %d (saved by %s rank(s))", ckpt.path, step, meta["world_size"]
+    )
     return resumed
 
 
 def check_compatible(ckpt, cfg, data_id):
     """A checkpoint resumes only the same model on the same data, with its optimizer."""
     if ckpt.optimizer is None:
-        raise ValueError(f"checkpoint {ckpt.path}: holds no optimizer state (an inference-only "
-                         f"export?); expected a checkpoint `mpinet train` wrote; resume from "
-                         f"one of the run's checkpoints")
+        raise ValueError(
+            f"checkpoint {ckpt.path}: holds no optimizer state (an inference-only "
+            f"export?); expected a checkpoint `mpinet train` wrote; resume from "
+            f"one of the run's checkpoints"
+        )
     found = ckpt.meta.get("data_fingerprint")
     if found != data_id:
-        raise ValueError(f"checkpoint {ckpt.path}: trained on data with fingerprint "
-                         f"{str(found)[:16]}; expected {data_id[:16]} (data.path "
-                         f"{cfg.data.path or 'the cache'}); pass the run's data file to --data")
+        raise ValueError(
+            f"checkpoint {ckpt.path}: trained on data with fingerprint "
+            f"{str(found)[:16]}; expected {data_id[:16]} (data.path "
+            f"{cfg.data.path or 'the cache'}); pass the run's data file to --data"
+        )
     if ckpt.dtype != cfg.model.dtype:
-        raise ValueError(f"checkpoint {ckpt.path}: holds {ckpt.dtype} parameters; expected "
-                         f"{cfg.model.dtype} (model.dtype); use the run's model.dtype")
+        raise ValueError(
+            f"checkpoint {ckpt.path}: holds {ckpt.dtype} parameters; expected "
+            f"{cfg.model.dtype} (model.dtype); use the run's model.dtype"
+        )
 
 
 @dataclass
@@ -134,8 +151,20 @@ class Clock:
         return self.elapsed_before + time.perf_counter() - self.started
 
 
-def save_checkpoint(cfg, comm, checkpoints, net, optimizer, step, total_steps, running, clock,
-                    world_sizes, data_meta, test_accuracy=None):
+def save_checkpoint(
+    cfg,
+    comm,
+    checkpoints,
+    net,
+    optimizer,
+    step,
+    total_steps,
+    running,
+    clock,
+    world_sizes,
+    data_meta,
+    test_accuracy=None,
+):
     """Every rank calls this; rank 0 writes. Returns the save's duration (None elsewhere).
 
     data_meta: the data file's fingerprint, and its pixel statistics when the inputs are
@@ -147,11 +176,18 @@ def save_checkpoint(cfg, comm, checkpoints, net, optimizer, step, total_steps, r
     sums = comm.gather_object(running.tolist(), root=0)  # dist: train loss since last eval
     error, seconds = None, None
     if comm.is_root:
-        meta = {"step": step, "world_size": comm.world_size, "config": to_toml(cfg),
-                "dropout_rngs": json.dumps(dropout), "running": json.dumps(sums),
-                "world_sizes": json.dumps(world_sizes), "total_steps": total_steps,
-                "train_seconds": clock.train_seconds, "elapsed_seconds": clock.elapsed(),
-                **data_meta}
+        meta = {
+            "step": step,
+            "world_size": comm.world_size,
+            "config": to_toml(cfg),
+            "dropout_rngs": json.dumps(dropout),
+            "running": json.dumps(sums),
+            "world_sizes": json.dumps(world_sizes),
+            "total_steps": total_steps,
+            "train_seconds": clock.train_seconds,
+            "elapsed_seconds": clock.elapsed(),
+            **data_meta,
+        }
         try:
             with written(checkpoints.dir / f"ckpt-{step:08d}.h5"):  # a full disk: one line
                 checkpoints.save(net, optimizer, meta, test_accuracy=test_accuracy)
@@ -172,8 +208,11 @@ class Preemption:
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-    REASONS = (("SIGTERM", EXIT_PREEMPTED), ("SIGUSR1", EXIT_PREEMPTED),
-               ("Ctrl-C", EXIT_INTERRUPTED))
+    REASONS = (
+        ("SIGTERM", EXIT_PREEMPTED),
+        ("SIGUSR1", EXIT_PREEMPTED),
+        ("Ctrl-C", EXIT_INTERRUPTED),
+    )
 
     def __init__(self):
         self.flags = np.zeros(len(self.SIGNALS))
@@ -198,5 +237,8 @@ class Preemption:
 
 
 def make_checkpoint_dir(cfg, comm, run_dir):
-    return CheckpointDir(run_dir, keep_last=cfg.train.keep_last,
-                         keep_best=cfg.train.keep_best) if comm.is_root else None
+    return (
+        CheckpointDir(run_dir, keep_last=cfg.train.keep_last, keep_best=cfg.train.keep_best)
+        if comm.is_root
+        else None
+    )

@@ -44,20 +44,42 @@ log = logging.getLogger("mpinet.worker")
 
 
 def add_arguments(parser):
-    parser.add_argument("--space", metavar="FILE.toml", required=True,
-                        help="how to draw each config key (log_uniform, uniform, choice)")
+    parser.add_argument(
+        "--space",
+        metavar="FILE.toml",
+        required=True,
+        help="how to draw each config key (log_uniform, uniform, choice)",
+    )
     parser.add_argument("--trials", type=int, default=8, help="how many trials (default 8)")
-    parser.add_argument("--ranks-per-trial", type=int, default=1, metavar="R",
-                        help="ranks that train one trial together (default 1)")
-    parser.add_argument("--halving", action="store_true",
-                        help="successive halving up to train.max_steps (keep the better half)")
+    parser.add_argument(
+        "--ranks-per-trial",
+        type=int,
+        default=1,
+        metavar="R",
+        help="ranks that train one trial together (default 1)",
+    )
+    parser.add_argument(
+        "--halving",
+        action="store_true",
+        help="successive halving up to train.max_steps (keep the better half)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     parser.add_argument("--config", metavar="FILE.toml", help="the base config of every trial")
-    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
-                        dest="overrides", help="override a base config key (repeatable)")
+    parser.add_argument(
+        "--set",
+        metavar="SECTION.KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override a base config key (repeatable)",
+    )
     parser.add_argument("--data", metavar="FILE.h5", help="the HDF5 data file (= data.path)")
-    parser.add_argument("--search-dir", metavar="DIR", default="search",
-                        help="where trials, trials.jsonl, best.toml go (default search)")
+    parser.add_argument(
+        "--search-dir",
+        metavar="DIR",
+        default="search",
+        help="where trials, trials.jsonl, best.toml go (default search)",
+    )
 
 
 def run(args):
@@ -72,8 +94,10 @@ def run(args):
             load_config(args.config, overrides + trial["overrides"])
         base = load_config(args.config, overrides)
         if args.halving and not base.train.max_steps:
-            raise ValueError("--halving: train.max_steps is 0; expected the full budget of "
-                             "a trial in steps; pass --set train.max_steps=N")
+            raise ValueError(
+                "--halving: train.max_steps is 0; expected the full budget of "
+                "a trial in steps; pass --set train.max_steps=N"
+            )
         groups = comm.world_size // args.ranks_per_trial
         group = comm.split(color=comm.rank // args.ranks_per_trial)
         budgets = halving_budgets(base.train.max_steps, len(trials)) if args.halving else [0]
@@ -83,8 +107,9 @@ def run(args):
             results = [run_trial(args, overrides, trials[i], group, budget) for i in mine]
             for i, result in zip(mine, results, strict=True):
                 trials[i].update(result)
-            merged = comm.allgather_object([(i, trials[i]) for i in mine]
-                                           if group.is_root else [])  # dist
+            merged = comm.allgather_object(
+                [(i, trials[i]) for i in mine] if group.is_root else []
+            )  # dist
             for part in merged:
                 for i, trial in part:
                     trials[i] = trial
@@ -98,31 +123,43 @@ def read_space(path):
     try:
         space = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"--space {path}: no such file; expected a TOML file of "
-                                f"[section.key] tables; write one (see README)") from None
+        raise FileNotFoundError(
+            f"--space {path}: no such file; expected a TOML file of "
+            f"[section.key] tables; write one (see README)"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"--space {path}: not valid TOML ({e}); fix the file") from None
     flat = {}
     for section, keys in space.items():
-        for key, rule in (keys.items() if isinstance(keys, dict) else []):
+        for key, rule in keys.items() if isinstance(keys, dict) else []:
             flat[f"{section}.{key}"] = check_rule(path, f"{section}.{key}", rule)
     if not flat:
-        raise ValueError(f"--space {path}: no keys; expected tables such as [optim.lr] with "
-                         f"log_uniform = [1e-4, 1e-1]")
+        raise ValueError(
+            f"--space {path}: no keys; expected tables such as [optim.lr] with "
+            f"log_uniform = [1e-4, 1e-1]"
+        )
     return flat
 
 
 def check_rule(path, key, rule):
     kinds = [k for k in KINDS if isinstance(rule, dict) and k in rule]
     if len(kinds) != 1 or len(rule) != 1:
-        raise ValueError(f"--space {path}: [{key}] is {rule!r}; expected exactly one of "
-                         f"{', '.join(KINDS)} = [...]")
+        raise ValueError(
+            f"--space {path}: [{key}] is {rule!r}; expected exactly one of "
+            f"{', '.join(KINDS)} = [...]"
+        )
     kind, values = kinds[0], rule[kinds[0]]
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-    if kind != "choice" and (len(values) != 2 or not numbers or values[0] >= values[1]
-                             or (kind == "log_uniform" and values[0] <= 0)):
-        raise ValueError(f"--space {path}: [{key}] {kind} = {values!r}; expected [low, high] "
-                         f"with low < high{' and low > 0' if kind == 'log_uniform' else ''}")
+    if kind != "choice" and (
+        len(values) != 2
+        or not numbers
+        or values[0] >= values[1]
+        or (kind == "log_uniform" and values[0] <= 0)
+    ):
+        raise ValueError(
+            f"--space {path}: [{key}] {kind} = {values!r}; expected [low, high] "
+            f"with low < high{' and low > 0' if kind == 'log_uniform' else ''}"
+        )
     if kind == "choice" and not values:
         raise ValueError(f"--space {path}: [{key}] choice = []; expected at least one value")
     return kind, values
@@ -130,9 +167,11 @@ def check_rule(path, key, rule):
 
 def check_args(args, world_size):
     if args.trials < 1 or args.ranks_per_trial < 1 or world_size % args.ranks_per_trial:
-        raise ValueError(f"--trials {args.trials} --ranks-per-trial {args.ranks_per_trial} on "
-                         f"{world_size} rank(s); expected >= 1 each, and ranks a multiple of "
-                         f"--ranks-per-trial")
+        raise ValueError(
+            f"--trials {args.trials} --ranks-per-trial {args.ranks_per_trial} on "
+            f"{world_size} rank(s); expected >= 1 each, and ranks a multiple of "
+            f"--ranks-per-trial"
+        )
 
 
 def draw(space, n, seed):
@@ -148,8 +187,13 @@ def draw(space, n, seed):
                 values[key] = float(rng.uniform(v[0], v[1]))
             else:
                 values[key] = v[int(rng.integers(len(v)))]
-        trials.append({"trial": index, "values": values,
-                       "overrides": [f"{k}={v!r}" for k, v in values.items()]})
+        trials.append(
+            {
+                "trial": index,
+                "values": values,
+                "overrides": [f"{k}={v!r}" for k, v in values.items()],
+            }
+        )
     return trials
 
 
@@ -161,9 +205,10 @@ def halving_budgets(max_steps, n):
 
 def survivors(trials, alive):
     """The better half of the trials still running (failed ones drop out)."""
-    ranked = sorted((i for i in alive if trials[i]["status"] == "ok"),
-                    key=lambda i: -trials[i]["score"])
-    return ranked[:max(1, len(ranked) // 2)]  # the last one left trains to the full budget
+    ranked = sorted(
+        (i for i in alive if trials[i]["status"] == "ok"), key=lambda i: -trials[i]["score"]
+    )
+    return ranked[: max(1, len(ranked) // 2)]  # the last one left trains to the full budget
 
 
 def run_trial(args, overrides, trial, group, budget):
@@ -182,18 +227,28 @@ def run_trial(args, overrides, trial, group, budget):
             summary = json.loads((run_dir / "summary.json").read_text())
     except (AllRanksError, *USER_ERRORS) as e:
         log.warning("trial %d failed: %s", trial["trial"], " ".join(str(e).split()))
-        return {"status": "failed", "error": " ".join(str(e).split()), "score": None,
-                "run_dir": str(run_dir)}
-    return {"status": "ok", "score": summary["final_test_accuracy"], "steps": summary["steps"],
-            "run_dir": str(run_dir), "params_sha256": summary["params_sha256"]}
+        return {
+            "status": "failed",
+            "error": " ".join(str(e).split()),
+            "score": None,
+            "run_dir": str(run_dir),
+        }
+    return {
+        "status": "ok",
+        "score": summary["final_test_accuracy"],
+        "steps": summary["steps"],
+        "run_dir": str(run_dir),
+        "params_sha256": summary["params_sha256"],
+    }
 
 
 def finish(search_dir, trials, space):
     """trials.jsonl, best.toml, search.png, and the ranked table on stdout."""
     replace_text(search_dir / "trials.jsonl", "")
     for trial in trials:
-        append_json(search_dir / "trials.jsonl", {k: v for k, v in trial.items()
-                                                  if k != "overrides"})
+        append_json(
+            search_dir / "trials.jsonl", {k: v for k, v in trial.items() if k != "overrides"}
+        )
     ok = sorted((t for t in trials if t["status"] == "ok"), key=lambda t: -t["score"])
     if ok:
         best = ok[0]
@@ -201,16 +256,22 @@ def finish(search_dir, trials, space):
         write_config(cfg, search_dir)
         (search_dir / "config.toml").replace(search_dir / "best.toml")
     plot(search_dir / "search.png", trials, space)
-    lines = ["| rank | trial | score | steps | " + " | ".join(sorted(space)) + " |",
-             "|---:|---:|---:|---:|" + "---|" * len(space)]
+    lines = [
+        "| rank | trial | score | steps | " + " | ".join(sorted(space)) + " |",
+        "|---:|---:|---:|---:|" + "---|" * len(space),
+    ]
     for place, t in enumerate(ok, 1):
-        values = " | ".join(f"{t['values'][k]:.4g}" if isinstance(t["values"][k], float)
-                            else str(t["values"][k]) for k in sorted(space))
+        values = " | ".join(
+            f"{t['values'][k]:.4g}" if isinstance(t["values"][k], float) else str(t["values"][k])
+            for k in sorted(space)
+        )
         lines.append(f"| {place} | {t['trial']} | {t['score']:.4f} | {t['steps']} | {values} |")
     failed = [t["trial"] for t in trials if t["status"] != "ok"]
-    lines.append(f"\n{len(ok)} trial(s) ranked by the accuracy on data.eval_split, "
-                 f"{len(failed)} failed{f' {failed}' if failed else ''}; best config: "
-                 f"{search_dir / 'best.toml'}")
+    lines.append(
+        f"\n{len(ok)} trial(s) ranked by the accuracy on data.eval_split, "
+        f"{len(failed)} failed{f' {failed}' if failed else ''}; best config: "
+        f"{search_dir / 'best.toml'}"
+    )
     print_out("\n".join(lines))
 
 

@@ -51,8 +51,9 @@ log = logging.getLogger("mpinet.worker")
 
 def add_arguments(parser):
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any)")
 
 
@@ -71,12 +72,18 @@ def run(args):
         signal.signal(sig, lambda *_: stop.set())
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
-    log.info("serving %s on http://%s:%d (POST /predict, GET /healthz, GET /metrics)",
-             predictor.path, host, port)  # the file chosen, when given a run directory
+    log.info(
+        "serving %s on http://%s:%d (POST /predict, GET /healthz, GET /metrics)",
+        predictor.path,
+        host,
+        port,
+    )  # the file chosen, when given a run directory
     while not stop.wait(0.5):  # the main thread stays free to run the signal handlers
         pass
-    log.info("stopping: no new connections; answering the requests in flight (up to %g s)",
-             LIMITS.drain_timeout)
+    log.info(
+        "stopping: no new connections; answering the requests in flight (up to %g s)",
+        LIMITS.drain_timeout,
+    )
     server.shutdown()
     left = server.server_close()
     log.info("stopped" if not left else f"stopped; {left} connections cut off")
@@ -101,16 +108,23 @@ class ServeMetrics:
 
     def __init__(self):
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("mpinet_serve_requests", "HTTP requests answered",
-                                ["endpoint", "code"], registry=r)
-        self.errors = Counter("mpinet_serve_errors", "Requests answered with a 4xx or 5xx",
-                              ["endpoint"], registry=r)
-        self.latency = Histogram("mpinet_serve_request_duration_seconds",
-                                 "Time to answer a request", ["endpoint"], registry=r)
+        self.requests = Counter(
+            "mpinet_serve_requests", "HTTP requests answered", ["endpoint", "code"], registry=r
+        )
+        self.errors = Counter(
+            "mpinet_serve_errors", "Requests answered with a 4xx or 5xx", ["endpoint"], registry=r
+        )
+        self.latency = Histogram(
+            "mpinet_serve_request_duration_seconds",
+            "Time to answer a request",
+            ["endpoint"],
+            registry=r,
+        )
         self.predictions = Counter("mpinet_serve_predictions", "Digits predicted", registry=r)
         self.connections = Gauge("mpinet_serve_connections", "Connections open", registry=r)
-        self.in_flight = Gauge("mpinet_serve_requests_in_flight",
-                               "Requests being read or answered", registry=r)
+        self.in_flight = Gauge(
+            "mpinet_serve_requests_in_flight", "Requests being read or answered", registry=r
+        )
 
     def observe(self, endpoint, code, seconds):
         self.requests.labels(endpoint, str(code)).inc()
@@ -127,9 +141,11 @@ class Api:
         self.predictor, self.metrics, self.limits = predictor, metrics, limits
         self.turns = Turns()
         self.decoders = threading.BoundedSemaphore(limits.decoders)
-        self.routes = {"/predict": {"POST": self.predict},
-                       "/healthz": {"GET": self.health, "HEAD": self.health},
-                       "/metrics": {"GET": self.metrics_text, "HEAD": self.metrics_text}}
+        self.routes = {
+            "/predict": {"POST": self.predict},
+            "/healthz": {"GET": self.health, "HEAD": self.health},
+            "/metrics": {"GET": self.metrics_text, "HEAD": self.metrics_text},
+        }
 
     def endpoint(self, request):
         return request.path if request.path in self.routes else "other"
@@ -137,17 +153,27 @@ class Api:
     def route(self, request):
         methods = self.routes.get(request.path)
         if methods is None:
-            raise HttpError(404, f"no endpoint {printable(request.path, 80)}; try POST "
-                            f"/predict or GET /healthz")
+            raise HttpError(
+                404, f"no endpoint {printable(request.path, 80)}; try POST /predict or GET /healthz"
+            )
         if request.method not in methods:
             allow = ", ".join(methods)
-            raise HttpError(405, f"{request.method} {request.path}: not allowed; use "
-                            f"{allow} {request.path}", [("Allow", allow)])
+            raise HttpError(
+                405,
+                f"{request.method} {request.path}: not allowed; use {allow} {request.path}",
+                [("Allow", allow)],
+            )
         return methods[request.method]
 
     def health(self, request):
-        return json_answer(200, {"status": "ok", "checkpoint": str(self.predictor.path),
-                                 "dataset": self.predictor.dataset})
+        return json_answer(
+            200,
+            {
+                "status": "ok",
+                "checkpoint": str(self.predictor.path),
+                "dataset": self.predictor.dataset,
+            },
+        )
 
     def metrics_text(self, request):
         return Answer(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
@@ -160,14 +186,27 @@ class Api:
         is_json = body_is_json(request.header("content-type"), request.body)
         images = self.decode(request.body, is_json)
         if len(images) > self.limits.max_batch:
-            raise HttpError(413, f"inputs: {len(images)} images; the limit is "
-                            f"{self.limits.max_batch} per request; split the batch")
+            raise HttpError(
+                413,
+                f"inputs: {len(images)} images; the limit is "
+                f"{self.limits.max_batch} per request; split the batch",
+            )
         probabilities = self.forward(images)
         self.metrics.predictions.inc(len(images))
         names = self.predictor.names
-        return json_answer(200, {"predictions": [
-            {"label": int(p.argmax()), "name": names[int(p.argmax())],
-             "probabilities": [round(float(v), 6) for v in p]} for p in probabilities]})
+        return json_answer(
+            200,
+            {
+                "predictions": [
+                    {
+                        "label": int(p.argmax()),
+                        "name": names[int(p.argmax())],
+                        "probabilities": [round(float(v), 6) for v in p],
+                    }
+                    for p in probabilities
+                ]
+            },
+        )
 
     def decode(self, body, is_json):
         """A body -> images, `limits.decoders` at a time: a decoded image may take tens of
@@ -185,7 +224,9 @@ class Api:
         parts = []
         for start in range(0, len(images), self.limits.chunk):
             with self.turns:
-                parts.append(self.predictor.probabilities(images[start:start + self.limits.chunk]))
+                parts.append(
+                    self.predictor.probabilities(images[start : start + self.limits.chunk])
+                )
         return np.concatenate(parts)
 
 
@@ -222,9 +263,12 @@ def body_is_json(content_type, body):
     if "json" in media:
         return True
     if not media.startswith("image/") and media not in SNIFFED:
-        raise HttpError(415, f"Content-Type {printable(media, 60)}: expected an image "
-                        f"(image/png, ...) or application/json; send the file itself as the "
-                        f"body (curl --data-binary @digit.png -H 'Content-Type: image/png')")
+        raise HttpError(
+            415,
+            f"Content-Type {printable(media, 60)}: expected an image "
+            f"(image/png, ...) or application/json; send the file itself as the "
+            f"body (curl --data-binary @digit.png -H 'Content-Type: image/png')",
+        )
     return body.lstrip()[:1] in (b"{", b"[")
 
 
@@ -244,8 +288,9 @@ def json_images(body):
     try:
         value = json.loads(body)
     except RecursionError:  # 100,000 nested [: the parser's recursion limit, not a bug
-        raise ValueError("body: JSON nested too deeply; expected {\"inputs\": [[784 "
-                         "numbers], ...]}") from None
+        raise ValueError(
+            'body: JSON nested too deeply; expected {"inputs": [[784 numbers], ...]}'
+        ) from None
     except ValueError as e:  # not JSON, not UTF-8, or an integer of over 4300 digits
         raise ValueError(f"body is not valid JSON ({printable(str(e), 120)})") from None
     if isinstance(value, dict):

@@ -27,8 +27,9 @@ def prepare_data(cfg, comm):
     error, found = None, None
     if comm.is_root:
         try:
-            path, how = ensure_prepared(cfg.data.path or None, cfg.data.dataset,
-                                        cfg.data.source or None)
+            path, how = ensure_prepared(
+                cfg.data.path or None, cfg.data.dataset, cfg.data.source or None
+            )
             found = (str(path), how)
         except (ValueError, OSError) as e:
             error = e
@@ -44,19 +45,37 @@ def open_data(cfg, comm, path):
     error, result = None, None
     try:
         if micro_batch * cfg.optim.accumulate != cfg.train.batch_size:
-            raise ValueError(f"train.batch_size: {cfg.train.batch_size} does not divide by "
-                             f"optim.accumulate={cfg.optim.accumulate}; expected a multiple")
-        batches = TrainBatches(path, global_batch=micro_batch, rank=comm.rank,
-                               world_size=comm.world_size, seed=cfg.train.seed,
-                               order=cfg.data.order, dtype=cfg.model.dtype, shape=shape,
-                               normalize=cfg.data.normalize, augment=augment,
-                               prefetch=cfg.data.prefetch)
+            raise ValueError(
+                f"train.batch_size: {cfg.train.batch_size} does not divide by "
+                f"optim.accumulate={cfg.optim.accumulate}; expected a multiple"
+            )
+        batches = TrainBatches(
+            path,
+            global_batch=micro_batch,
+            rank=comm.rank,
+            world_size=comm.world_size,
+            seed=cfg.train.seed,
+            order=cfg.data.order,
+            dtype=cfg.model.dtype,
+            shape=shape,
+            normalize=cfg.data.normalize,
+            augment=augment,
+            prefetch=cfg.data.prefetch,
+        )
         if batches.steps_per_epoch < cfg.optim.accumulate:
-            raise ValueError(f"optim.accumulate: {cfg.optim.accumulate} micro-batches per "
-                             f"step; expected at most the {batches.steps_per_epoch} of an epoch")
-        x_test, t_test = eval_share(path, cfg.data.eval_split, comm.rank, comm.world_size,
-                                    dtype=cfg.model.dtype, shape=shape,
-                                    normalize=cfg.data.normalize)
+            raise ValueError(
+                f"optim.accumulate: {cfg.optim.accumulate} micro-batches per "
+                f"step; expected at most the {batches.steps_per_epoch} of an epoch"
+            )
+        x_test, t_test = eval_share(
+            path,
+            cfg.data.eval_split,
+            comm.rank,
+            comm.world_size,
+            dtype=cfg.model.dtype,
+            shape=shape,
+            normalize=cfg.data.normalize,
+        )
         result = batches, x_test, t_test
     except (ValueError, OSError) as e:
         error = e
@@ -95,22 +114,41 @@ def log_start(cfg, comm, net, path, how, batches, schedule, resumed, metrics):
     log.info("data %s (%s; %s)", path, text, how)
     step = resumed.step
     lr = schedule.lr(cfg, step)
-    log.info("model %s (%d parameters, %s), optimizer %s, base lr %g%s, lr %.3g at step %d "
-             "(%s schedule)", cfg.model.name, net.buffer.size, cfg.model.dtype, cfg.optim.name,
-             schedule.base_lr, " (scaled by world size)" if cfg.optim.scale_lr else "", lr,
-             step, cfg.optim.schedule)
+    log.info(
+        "model %s (%d parameters, %s), optimizer %s, base lr %g%s, lr %.3g at step %d "
+        "(%s schedule)",
+        cfg.model.name,
+        net.buffer.size,
+        cfg.model.dtype,
+        cfg.optim.name,
+        schedule.base_lr,
+        " (scaled by world size)" if cfg.optim.scale_lr else "",
+        lr,
+        step,
+        cfg.optim.schedule,
+    )
     before = resumed.total_steps
     if before and before != schedule.total_steps:
         old = schedule.lr(cfg, step, total_steps=before)
-        change = (f"the {cfg.optim.schedule} schedule is recomputed over the new length: lr "
-                  f"at step {step} {old:.3g} -> {lr:.3g}" if old != lr
-                  else f"the {cfg.optim.schedule} schedule does not depend on the length")
+        change = (
+            f"the {cfg.optim.schedule} schedule is recomputed over the new length: lr "
+            f"at step {step} {old:.3g} -> {lr:.3g}"
+            if old != lr
+            else f"the {cfg.optim.schedule} schedule does not depend on the length"
+        )
         log.info("run length %d -> %d steps; %s", before, schedule.total_steps, change)
-    log.info("global batch %d = %d ranks x %d samples x %d micro-batch(es); %d steps/epoch, "
-             "%d steps in all; data order %s, %d samples per rank in memory",
-             cfg.train.batch_size, comm.world_size, batches.local_batch, cfg.optim.accumulate,
-             schedule.steps_per_epoch, schedule.total_steps, cfg.data.order,
-             batches.samples_per_rank)
+    log.info(
+        "global batch %d = %d ranks x %d samples x %d micro-batch(es); %d steps/epoch, "
+        "%d steps in all; data order %s, %d samples per rank in memory",
+        cfg.train.batch_size,
+        comm.world_size,
+        batches.local_batch,
+        cfg.optim.accumulate,
+        schedule.steps_per_epoch,
+        schedule.total_steps,
+        cfg.data.order,
+        batches.samples_per_rank,
+    )
     urls = comm.gather_object(metrics.url, root=0)  # dist
     if comm.is_root and any(urls):
         log.info("metrics: %s", ", ".join(f"{u} (rank {r})" for r, u in enumerate(urls)))

@@ -26,5 +26,8 @@ def blas_threads_for(local_size, requested=0):
 def pin_blas_threads(threads):
     """Limit every BLAS pool of this process to `threads`; returns what threadpoolctl saw."""
     threadpool_limits(limits=threads, user_api="blas")
-    return [(i["internal_api"], i.get("architecture"), i["num_threads"])
-            for i in threadpool_info() if i["user_api"] == "blas"]
+    return [
+        (i["internal_api"], i.get("architecture"), i["num_threads"])
+        for i in threadpool_info()
+        if i["user_api"] == "blas"
+    ]

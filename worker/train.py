@@ -17,22 +17,38 @@ log = logging.getLogger("mpinet.worker")
 
 def add_arguments(parser):
     parser.add_argument("--config", metavar="FILE.toml", help="a TOML config file")
-    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
-                        dest="overrides", help="override one config key (repeatable)")
+    parser.add_argument(
+        "--set",
+        metavar="SECTION.KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override one config key (repeatable)",
+    )
     parser.add_argument("--data", metavar="FILE.h5", help="the HDF5 data file (= data.path)")
-    parser.add_argument("--run-dir", metavar="DIR",
-                        help="where config, history, checkpoints and summary go "
-                             "(default runs/<time>)")
-    parser.add_argument("--resume", metavar="auto|PATH",
-                        help="continue from the newest valid checkpoint of --run-dir (auto), "
-                             "or from this checkpoint file, run directory or its "
-                             "checkpoints/latest; the run's own config is the base")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the fully resolved config (TOML) and exit")
-    parser.add_argument("--log-all-ranks", action="store_true",
-                        help="log INFO from every rank, not only rank 0")
-    parser.add_argument("--log-json", action="store_true",
-                        help="one JSON object per log line (for log shippers)")
+    parser.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="where config, history, checkpoints and summary go (default runs/<time>)",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="auto|PATH",
+        help="continue from the newest valid checkpoint of --run-dir (auto), "
+        "or from this checkpoint file, run directory or its "
+        "checkpoints/latest; the run's own config is the base",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the fully resolved config (TOML) and exit",
+    )
+    parser.add_argument(
+        "--log-all-ranks", action="store_true", help="log INFO from every rank, not only rank 0"
+    )
+    parser.add_argument(
+        "--log-json", action="store_true", help="one JSON object per log line (for log shippers)"
+    )
 
 
 def run(args):
@@ -62,12 +78,21 @@ def run(args):
         if summary is None or summary["exit_code"]:  # already complete, or stopped
             return 0 if summary is None else summary["exit_code"]
         if summary["final_test_accuracy"] is None:  # stopped before any evaluation
-            log.info("done: %d steps in %.1f s, no evaluation yet; %s", summary["steps"],
-                     summary["wall_seconds"], run_dir)
+            log.info(
+                "done: %d steps in %.1f s, no evaluation yet; %s",
+                summary["steps"],
+                summary["wall_seconds"],
+                run_dir,
+            )
         else:
-            log.info("done: test accuracy %.4f (best %.4f) after %d steps in %.1f s; %s",
-                     summary["final_test_accuracy"], summary["best_test_accuracy"],
-                     summary["steps"], summary["wall_seconds"], run_dir)
+            log.info(
+                "done: test accuracy %.4f (best %.4f) after %d steps in %.1f s; %s",
+                summary["final_test_accuracy"],
+                summary["best_test_accuracy"],
+                summary["steps"],
+                summary["wall_seconds"],
+                run_dir,
+            )
     return 0
 
 
@@ -85,6 +110,8 @@ def check_launcher(environ):
     """srun without an MPI plugin starts N independent copies, each training alone."""
     tasks = int(environ.get("SLURM_STEP_NUM_TASKS", "1") or 1)  # set by srun, not sbatch
     if tasks > 1 and not launched_by_mpi(environ):
-        raise ValueError(f"Slurm started {tasks} tasks, but none is an MPI rank (no PMI "
-                         f"variables): use `srun --mpi=pmi2` (or pmix), or mpirun inside "
-                         f"the allocation")
+        raise ValueError(
+            f"Slurm started {tasks} tasks, but none is an MPI rank (no PMI "
+            f"variables): use `srun --mpi=pmi2` (or pmix), or mpirun inside "
+            f"the allocation"
+        )

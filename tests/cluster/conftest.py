@@ -14,8 +14,10 @@ def mpirun():
     """mpirun(n, script, *args, timeout=60) -> Finished, or skip (loudly) without mpiexec."""
     launcher = mpiexec()
     if launcher is None:
-        pytest.skip("MPI TESTS SKIPPED: no mpiexec next to this Python or on PATH; "
-                    "install one with `pip install .[mpich]`")
+        pytest.skip(
+            "MPI TESTS SKIPPED: no mpiexec next to this Python or on PATH; "
+            "install one with `pip install .[mpich]`"
+        )
 
     def run(n, script, *args, timeout=60):
         command = [launcher, "-n", str(n), sys.executable, str(SCRIPTS / script), *args]

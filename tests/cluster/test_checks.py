@@ -51,10 +51,12 @@ LAYOUT = (("W1", (784, 100), "float32"), ("b1", (100,), "float32"))
 
 
 def test_equal_values_pass_on_every_rank():
-    for check, value in [(cluster.assert_same_layout, LAYOUT),
-                         (cluster.assert_same_config, "[optim]\nlr = 0.1\n"),
-                         (cluster.assert_same_data, "mnist sha256=ab12"),
-                         (cluster.assert_same_params, np.arange(5, dtype=np.float32))]:
+    for check, value in [
+        (cluster.assert_same_layout, LAYOUT),
+        (cluster.assert_same_config, "[optim]\nlr = 0.1\n"),
+        (cluster.assert_same_data, "mnist sha256=ab12"),
+        (cluster.assert_same_params, np.arange(5, dtype=np.float32)),
+    ]:
         for rank in range(3):
             check(ReplayComm(rank, [value] * 3, check), value)
 
@@ -66,7 +68,8 @@ def test_a_layout_mismatch_names_the_ranks_and_the_sizes():
     assert messages[0] == (
         "parameter layout differs across ranks: ranks 0-1, 3 have 2 tensors / 78500 values, "
         "rank 2 has 3 tensors / 79500 values; every rank must build the same network from "
-        "the same model spec")
+        "the same model spec"
+    )
 
 
 def test_a_layout_that_differs_in_names_only_shows_the_digests():
@@ -84,7 +87,8 @@ def test_diverged_parameters_name_the_diverging_rank():
     assert messages[0].startswith(
         f"parameter checksum differs across ranks: ranks 0-2 have sha256 "
         f"{fingerprint(params[0])[:12]}, rank 3 has sha256 {fingerprint(params[3])[:12]}; "
-        "the replicas diverged")
+        "the replicas diverged"
+    )
 
 
 def test_config_and_data_mismatches():
@@ -92,26 +96,35 @@ def test_config_and_data_mismatches():
     assert config.startswith("resolved config differs across ranks: rank 0 has sha256 ")
     assert config.endswith("every rank must read the same config file with the same --set flags")
     data = raised_on_every_rank(cluster.assert_same_data, ["mnist ab12", "mnist cd34"])[0]
-    assert data.startswith("data file differs across ranks: rank 0 has 'mnist ab12', "
-                           "rank 1 has 'mnist cd34'")
+    assert data.startswith(
+        "data file differs across ranks: rank 0 has 'mnist ab12', rank 1 has 'mnist cd34'"
+    )
 
 
 def test_fail_together_groups_the_ranks_by_message():
     errors = [None, OSError("no such file"), None, OSError("no such file"), ValueError("bad")]
     messages = raised_on_every_rank(
-        lambda comm, error: cluster.fail_together(comm, "opening the data", error), errors)
-    assert set(messages) == {
-        "opening the data failed on ranks 1, 3: no such file; rank 4: bad"}
+        lambda comm, error: cluster.fail_together(comm, "opening the data", error), errors
+    )
+    assert set(messages) == {"opening the data failed on ranks 1, 3: no such file; rank 4: bad"}
 
 
 def test_mismatch_message_without_hint():
-    assert mismatch_message("x", [("a", "A"), ("b", "B")]) == \
-        "x differs across ranks: rank 0 has A, rank 1 has B"
+    assert (
+        mismatch_message("x", [("a", "A"), ("b", "B")])
+        == "x differs across ranks: rank 0 has A, rank 1 has B"
+    )
 
 
-@pytest.mark.parametrize("ranks, text", [
-    ([3], "rank 3"), ([0, 1], "ranks 0-1"), ([5, 0, 1, 2], "ranks 0-2, 5"),
-    ([0, 2, 4], "ranks 0, 2, 4")])
+@pytest.mark.parametrize(
+    "ranks, text",
+    [
+        ([3], "rank 3"),
+        ([0, 1], "ranks 0-1"),
+        ([5, 0, 1, 2], "ranks 0-2, 5"),
+        ([0, 2, 4], "ranks 0, 2, 4"),
+    ],
+)
 def test_format_ranks(ranks, text):
     assert format_ranks(ranks) == text
 
@@ -133,7 +146,8 @@ def test_stall_message_names_who_waits_where():
         "rank 0/5: allreduce_mean_ (collective #41, step 120) has not completed after "
         "300.4 s (timeout 300 s); waiting in it: ranks 0, 2; rank 3 is in barrier "
         "(collective #42); no answer from ranks 1, 4 (busy outside collectives, stuck or "
-        "dead). Aborting the job;")
+        "dead). Aborting the job;"
+    )
 
 
 @pytest.mark.parametrize("timeout, grace", [(2.0, 0.5), (30.0, 3.0), (300.0, 5.0)])

@@ -20,12 +20,21 @@ def test_local_comm_is_rank_0_of_1():
     assert comm.library == "no MPI"
 
 
-@pytest.mark.parametrize("version, name", [
-    ("MPICH Version:      5.0.2\nMPICH Release date: Fri Sep 25 2026\n", "MPICH Version: 5.0.2"),
-    ("Open MPI v5.0.11, package: Open MPI user@host Distribution, ident: 5.0.11, repo rev: "
-     "v5.0.11, Oct 2026\x00", "Open MPI v5.0.11"),
-    ("", "unknown MPI"),
-])
+@pytest.mark.parametrize(
+    "version, name",
+    [
+        (
+            "MPICH Version:      5.0.2\nMPICH Release date: Fri Sep 25 2026\n",
+            "MPICH Version: 5.0.2",
+        ),
+        (
+            "Open MPI v5.0.11, package: Open MPI user@host Distribution, ident: 5.0.11, repo rev: "
+            "v5.0.11, Oct 2026\x00",
+            "Open MPI v5.0.11",
+        ),
+        ("", "unknown MPI"),
+    ],
+)
 def test_the_mpi_library_is_named_by_its_first_words(version, name):
     assert cluster.comm.mpi_library(version) == name
 
@@ -60,11 +69,14 @@ def test_object_collectives_fail_on_unpicklable_objects_as_under_mpi():
         LocalComm().allgather_object(lambda: 0)
 
 
-@pytest.mark.parametrize("call", [
-    lambda c: c.broadcast_(np.zeros(2), root=1),
-    lambda c: c.gather_object(1, root=1),
-    lambda c: c.bcast_object(1, root=2),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.broadcast_(np.zeros(2), root=1),
+        lambda c: c.gather_object(1, root=1),
+        lambda c: c.bcast_object(1, root=2),
+    ],
+)
 def test_a_root_other_than_0_does_not_exist(call):
     with pytest.raises(ValueError, match="only rank 0"):
         call(LocalComm())
@@ -84,8 +96,9 @@ def test_abort_exits_the_process_with_the_code():
     assert exit_.value.code == 4
 
 
-@pytest.mark.parametrize("variable", ["PMI_RANK", "PMI_SIZE", "PMIX_RANK",
-                                      "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"])
+@pytest.mark.parametrize(
+    "variable", ["PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
+)
 def test_launched_by_mpi_sees_every_launcher(variable):
     assert cluster.launched_by_mpi({variable: "0"})
     assert not cluster.launched_by_mpi({"SLURM_PROCID": "0", "HOME": "/root"})
@@ -93,10 +106,13 @@ def test_launched_by_mpi_sees_every_launcher(variable):
 
 def test_auto_without_a_launcher_is_local_and_never_loads_mpi4py():
     env = {k: v for k, v in os.environ.items() if k not in cluster.comm.LAUNCHER_VARIABLES}
-    code = ("import sys; from mpinet import cluster; comm = cluster.auto(); "
-            "print(type(comm).__name__, 'mpi4py' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=60)
+    code = (
+        "import sys; from mpinet import cluster; comm = cluster.auto(); "
+        "print(type(comm).__name__, 'mpi4py' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.stdout == "LocalComm False\n", done.stderr
 
 
@@ -108,12 +124,16 @@ def test_the_stats_sum_per_name():
     assert stats.allreduce_bytes == 408
     assert stats.wait_seconds == 1.75 and stats.last_seconds == 1.0
     assert {name: t.calls for name, t in stats.by_name.items()} == {
-        "allreduce_mean_": 1, "allreduce_sum_": 1, "barrier": 1}
+        "allreduce_mean_": 1,
+        "allreduce_sum_": 1,
+        "barrier": 1,
+    }
     stats.record("barrier", 0, 0.5)
     assert stats.by_name["barrier"].calls == 2 and stats.by_name["barrier"].seconds == 1.5
 
 
 # -- abort_on_error in local mode ------------------------------------------------------------
+
 
 def test_an_all_ranks_error_is_one_line_and_exit_2(caplog):
     with pytest.raises(SystemExit) as exit_, caplog.at_level(logging.ERROR):
@@ -146,8 +166,8 @@ def test_keyboard_interrupt_is_one_line_and_exit_130(caplog):
             raise KeyboardInterrupt
     assert exit_.value.code == cluster.EXIT_INTERRUPTED == 130
     assert [r.getMessage() for r in caplog.records] == [
-        "interrupted: stopped at once, the last checkpoint is intact; run again with "
-        "--resume auto"]
+        "interrupted: stopped at once, the last checkpoint is intact; run again with --resume auto"
+    ]
 
 
 def test_a_key_error_is_a_bug_by_default():

@@ -22,15 +22,24 @@ def test_every_collective_on_every_rank(mpirun, ranks, timeout):
         assert f"rank {rank}/{ranks}: collectives ok" in job.stdout
 
 
-@pytest.mark.parametrize("what, message", [
-    ("layout", "parameter layout differs across ranks: ranks 0, 2 have 2 tensors / 25 values, "
-               "rank 1 has 3 tensors / 35 values; "),
-    ("params", "parameter checksum differs across ranks: ranks 0, 2 have sha256 "),
-    ("config", "resolved config differs across ranks: ranks 0, 2 have sha256 "),
-    ("data", "data file differs across ranks: ranks 0, 2 have 'mnist sha256=cafe', "
-             "rank 1 has 'mnist sha256=beef'; "),
-    ("together", "opening the data failed on rank 1: data/mnist.h5 not found"),
-])
+@pytest.mark.parametrize(
+    "what, message",
+    [
+        (
+            "layout",
+            "parameter layout differs across ranks: ranks 0, 2 have 2 tensors / 25 values, "
+            "rank 1 has 3 tensors / 35 values; ",
+        ),
+        ("params", "parameter checksum differs across ranks: ranks 0, 2 have sha256 "),
+        ("config", "resolved config differs across ranks: ranks 0, 2 have sha256 "),
+        (
+            "data",
+            "data file differs across ranks: ranks 0, 2 have 'mnist sha256=cafe', "
+            "rank 1 has 'mnist sha256=beef'; ",
+        ),
+        ("together", "opening the data failed on rank 1: data/mnist.h5 not found"),
+    ],
+)
 def test_a_check_that_fails_on_one_rank_fails_on_every_rank_alike(mpirun, what, message):
     job = mpirun(3, "failures.py", f"mismatch-{what}")
     assert job.returncode == 2, job.output
@@ -79,8 +88,9 @@ def test_the_watchdog_ends_a_job_whose_rank_never_arrives(mpirun, ranks):
     assert job.returncode == 3, job.output
     assert job.seconds < STALL_TIMEOUT + 10
     others = "rank 0" if ranks == 2 else "ranks 0, 2-3"
-    assert (f"rank 0/{ranks}: allreduce_mean_ (collective #4, step 3) has not completed "
-            f"after 2.") in job.stderr
+    assert (
+        f"rank 0/{ranks}: allreduce_mean_ (collective #4, step 3) has not completed after 2."
+    ) in job.stderr
     assert f"waiting in it: {others}; no answer from rank 1 " in job.stderr
     assert job.stderr.count("has not completed") == 1
 
@@ -91,8 +101,11 @@ def test_the_watchdog_names_a_rank_that_is_in_another_collective(mpirun):
     assert job.seconds < STALL_TIMEOUT + 10
     # Rank 1 ran a barrier where the others ran allreduce #4; MPICH let its barrier match
     # their allreduce, so rank 1 is one collective ahead.
-    assert re.search(r"waiting in it: ranks 0, 2-3; rank 1 is in allreduce_mean_ "
-                     r"\(collective #5, step 3\)", job.stderr), job.output
+    assert re.search(
+        r"waiting in it: ranks 0, 2-3; rank 1 is in allreduce_mean_ "
+        r"\(collective #5, step 3\)",
+        job.stderr,
+    ), job.output
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
@@ -100,4 +113,5 @@ def test_auto_gives_a_real_comm_under_mpiexec_even_for_one_rank(mpirun, ranks):
     job = mpirun(ranks, "failures.py", "auto")
     assert job.returncode == 0, job.output
     assert sorted(re.findall(r"rank \d: \w+", job.stdout)) == [
-        f"rank {r}: Comm" for r in range(ranks)]
+        f"rank {r}: Comm" for r in range(ranks)
+    ]

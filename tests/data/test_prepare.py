@@ -169,8 +169,9 @@ def test_val_must_leave_train_images(tiny_source, tmp_path, val):
 # --- ensure_prepared -------------------------------------------------------------------------
 
 
-def test_ensure_prepared_creates_only_the_default_file_then_keeps_it(tiny_source, tmp_path,
-                                                                      monkeypatch):
+def test_ensure_prepared_creates_only_the_default_file_then_keeps_it(
+    tiny_source, tmp_path, monkeypatch
+):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     default = tmp_path / "cache" / "mpinet" / "tiny.h5"
     path, how = ensure_prepared(None, dataset="tiny", source=tiny_source())
@@ -182,16 +183,22 @@ def test_ensure_prepared_creates_only_the_default_file_then_keeps_it(tiny_source
 
 def test_ensure_prepared_never_creates_an_explicit_path(tiny_source, tmp_path):
     typo = tmp_path / "fashon.h5"
-    with pytest.raises(FileNotFoundError, match=r"data file .*fashon.h5: no such file; .*run "
-                       r"`mpinet prepare --dataset tiny --out .*fashon.h5`"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"data file .*fashon.h5: no such file; .*run "
+        r"`mpinet prepare --dataset tiny --out .*fashon.h5`",
+    ):
         ensure_prepared(typo, dataset="tiny", source=tiny_source())
     assert not typo.exists()
 
 
 def test_ensure_prepared_refuses_a_file_of_another_dataset(tiny_source, tmp_path):
     out = prepare("tiny", source=tiny_source(), out=tmp_path / "t.h5")
-    with pytest.raises(ValueError, match=r"t.h5: holds tiny; expected mnist \(data.dataset\); "
-                                         r"set data.dataset=tiny"):
+    with pytest.raises(
+        ValueError,
+        match=r"t.h5: holds tiny; expected mnist \(data.dataset\); "
+        r"set data.dataset=tiny",
+    ):
         ensure_prepared(out, dataset="mnist")
 
 

@@ -38,8 +38,10 @@ def exported():
 def promtool(*args, cwd=None):
     found = shutil.which("promtool")
     if found is None:
-        pytest.skip("PROMTOOL TESTS SKIPPED: `promtool` is not on PATH; install the Debian "
-                    "package: apt-get install -y prometheus")
+        pytest.skip(
+            "PROMTOOL TESTS SKIPPED: `promtool` is not on PATH; install the Debian "
+            "package: apt-get install -y prometheus"
+        )
     done = subprocess.run([found, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -48,9 +50,22 @@ def promtool(*args, cwd=None):
 def test_promtool_accepts_the_scrape_config(tmp_path):
     copy = tmp_path / "deploy"
     shutil.copytree(DEPLOY, copy)
-    targets = subprocess.run([sys.executable, str(copy / "targets.py"), "node1", "node2",
-                              "--ranks-per-host", "4", "--base-port", "9400"],
-                             capture_output=True, text=True, check=True, timeout=30).stdout
+    targets = subprocess.run(
+        [
+            sys.executable,
+            str(copy / "targets.py"),
+            "node1",
+            "node2",
+            "--ranks-per-host",
+            "4",
+            "--base-port",
+            "9400",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     (copy / "targets" / "job.json").write_text(targets)
     assert "SUCCESS" in promtool("check", "config", "prometheus.yml", cwd=copy)
 
@@ -65,9 +80,24 @@ def test_the_alerts_fire_when_they_should():
 
 
 def test_targets_py_lists_one_target_per_rank():
-    out = subprocess.run([sys.executable, str(DEPLOY / "targets.py"), "a", "b",
-                          "--ranks-per-host", "2", "--base-port", "9400", "--label", "x=y"],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(DEPLOY / "targets.py"),
+            "a",
+            "b",
+            "--ranks-per-host",
+            "2",
+            "--base-port",
+            "9400",
+            "--label",
+            "x=y",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     groups = json.loads(out)
     assert [g["targets"] for g in groups] == [["a:9400", "a:9401"], ["b:9400", "b:9401"]]
     assert groups[0]["labels"] == {"host": "a", "x": "y"}
@@ -76,8 +106,11 @@ def test_targets_py_lists_one_target_per_rank():
 def dashboard_queries():
     dashboard = json.loads((DEPLOY / "grafana" / "mpinet-dashboard.json").read_text())
     queries = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
-    queries += [(f"variable {v['name']}", v["definition"])
-                for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    queries += [
+        (f"variable {v['name']}", v["definition"])
+        for v in dashboard["templating"]["list"]
+        if v["type"] == "query"
+    ]
     return dashboard, queries
 
 
@@ -93,17 +126,26 @@ def test_the_dashboard_queries_only_metrics_mpinet_exports(exported):
 def test_the_dashboard_shows_what_the_issue_asks_for():
     _, queries = dashboard_queries()
     text = " ".join(expr for _, expr in queries)
-    for needed in ("mpinet_train_loss", "mpinet_eval_accuracy", "mpinet_train_samples_total",
-                   "mpinet_step_phase_duration_seconds_sum", "mpinet_collective_wait_seconds",
-                   "mpinet_last_checkpoint_timestamp_seconds",
-                   "mpinet_last_step_timestamp_seconds"):
+    for needed in (
+        "mpinet_train_loss",
+        "mpinet_eval_accuracy",
+        "mpinet_train_samples_total",
+        "mpinet_step_phase_duration_seconds_sum",
+        "mpinet_collective_wait_seconds",
+        "mpinet_last_checkpoint_timestamp_seconds",
+        "mpinet_last_step_timestamp_seconds",
+    ):
         assert needed in text, needed
 
 
 def test_the_alerts_use_only_metrics_mpinet_exports(exported):
     rules = yaml.safe_load((DEPLOY / "alerts.yml").read_text())["groups"][0]["rules"]
-    assert {r["alert"] for r in rules} >= {"MpinetTrainingStalled", "MpinetLossNotFinite",
-                                           "MpinetRankSlower", "MpinetCheckpointTooOld"}
+    assert {r["alert"] for r in rules} >= {
+        "MpinetTrainingStalled",
+        "MpinetLossNotFinite",
+        "MpinetRankSlower",
+        "MpinetCheckpointTooOld",
+    }
     for rule in rules:
         assert set(METRIC.findall(rule["expr"])) <= exported, rule["alert"]
 
@@ -130,8 +172,11 @@ def test_the_mpijob_has_a_launcher_workers_metrics_ports_and_the_volume():
     ranks = int(args[args.index("-n") + 1])
     assert ranks == spec["mpiReplicaSpecs"]["Worker"]["replicas"] * spec["slotsPerWorker"]
     assert args[args.index("--resume") + 1] == "auto"
-    ports = [p["containerPort"] for p in worker["containers"][0]["ports"]
-             if p["name"].startswith("metrics-")]
+    ports = [
+        p["containerPort"]
+        for p in worker["containers"][0]["ports"]
+        if p["name"].startswith("metrics-")
+    ]
     assert ports == [9400 + i for i in range(spec["slotsPerWorker"])]  # base + local rank
     assert worker_template["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     endpoints = [e["port"] for e in docs["PodMonitor"]["spec"]["podMetricsEndpoints"]]
@@ -144,17 +189,22 @@ def test_the_mpijob_has_a_launcher_workers_metrics_ports_and_the_volume():
 
 def test_the_core_objects_validate_against_the_kubernetes_schemas():
     validator = pytest.importorskip(
-        "kubernetes_validate", reason="KUBERNETES SCHEMA CHECK SKIPPED: pip install "
-                                      "kubernetes-validate (the MPIJob is still YAML-checked)")
+        "kubernetes_validate",
+        reason="KUBERNETES SCHEMA CHECK SKIPPED: pip install "
+        "kubernetes-validate (the MPIJob is still YAML-checked)",
+    )
     docs = manifests()
     version = "1.30.0"
     validator.validate(docs["PersistentVolumeClaim"], version, strict=True)
     # The MPIJob is a custom resource: validate the pods it makes, as Pods.
     for role, replica in docs["MPIJob"]["spec"]["mpiReplicaSpecs"].items():
         template = replica["template"]
-        pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": f"mpinet-{role.lower()}", **template["metadata"]},
-               "spec": template["spec"]}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"mpinet-{role.lower()}", **template["metadata"]},
+            "spec": template["spec"],
+        }
         validator.validate(pod, version, strict=True)
 
 
@@ -162,8 +212,14 @@ def test_the_slurm_script_is_bash_and_has_the_directives():
     script = DEPLOY / "slurm" / "train.sbatch"
     subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
     text = script.read_text()
-    for needed in ("#SBATCH --signal=B:USR1@", "#SBATCH --requeue", "--resume auto",
-                   "OPENBLAS_NUM_THREADS=1", "--cpus-per-task=1", "deploy/targets.py"):
+    for needed in (
+        "#SBATCH --signal=B:USR1@",
+        "#SBATCH --requeue",
+        "--resume auto",
+        "OPENBLAS_NUM_THREADS=1",
+        "--cpus-per-task=1",
+        "deploy/targets.py",
+    ):
         assert needed in text, needed
 
 
@@ -198,20 +254,34 @@ def run_sbatch(tmp_path, fake, run_dir):
         (stubs / name).chmod(0o755)
     (tmp_path / "deploy").mkdir(exist_ok=True)
     shutil.copy(DEPLOY / "targets.py", tmp_path / "deploy")  # the script runs from the repo
-    env = {"PATH": f"{stubs}:{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
-           "FAKE": fake, "CALLS": str(tmp_path / "calls"), "RUN_DIR": str(run_dir),
-           "TARGETS_DIR": str(tmp_path / "targets"), "SLURM_JOB_NAME": "mpinet",
-           "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "node[1-2]",
-           "SLURM_NTASKS_PER_NODE": "2", "SLURM_NTASKS": "4"}
-    return subprocess.run(["bash", str(DEPLOY / "slurm" / "train.sbatch")], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": f"{stubs}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "FAKE": fake,
+        "CALLS": str(tmp_path / "calls"),
+        "RUN_DIR": str(run_dir),
+        "TARGETS_DIR": str(tmp_path / "targets"),
+        "SLURM_JOB_NAME": "mpinet",
+        "SLURM_JOB_ID": "42",
+        "SLURM_JOB_NODELIST": "node[1-2]",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_NTASKS": "4",
+    }
+    return subprocess.run(
+        ["bash", str(DEPLOY / "slurm" / "train.sbatch")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("fake, code, requeued", [("done", 0, False), ("preempted", 75, True),
-                                                  ("lost", 1, False)])
-def test_the_slurm_script_trusts_the_summary_not_only_the_exit_code(tmp_path, fake, code,
-                                                                     requeued):
-    """"lost": Open MPI's mpirun exited 0 after a host was cut off (docs/multihost.md)."""
+@pytest.mark.parametrize(
+    "fake, code, requeued", [("done", 0, False), ("preempted", 75, True), ("lost", 1, False)]
+)
+def test_the_slurm_script_trusts_the_summary_not_only_the_exit_code(tmp_path, fake, code, requeued):
+    """ "lost": Open MPI's mpirun exited 0 after a host was cut off (docs/multihost.md)."""
     done = run_sbatch(tmp_path, fake, tmp_path / "run")
     assert done.returncode == code, done.stdout + done.stderr
     calls = tmp_path / "calls"

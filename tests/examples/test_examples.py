@@ -64,8 +64,12 @@ def overlapping_axes(fig):
     renderer = fig.canvas.get_renderer()
     fig.draw_without_rendering()
     boxes = [(ax.get_title() or ax.get_label(), ax.get_tightbbox(renderer)) for ax in fig.axes]
-    return [(name_a, name_b) for i, (name_a, a) in enumerate(boxes) for name_b, b in boxes[i + 1:]
-            if min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1]
+    return [
+        (name_a, name_b)
+        for i, (name_a, a) in enumerate(boxes)
+        for name_b, b in boxes[i + 1 :]
+        if min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1
+    ]
 
 
 def example(name):
@@ -85,8 +89,9 @@ def pngs(tmp_path):
 
 def assert_progress(err, label, total):
     """stderr has the lines `label: step k/total, loss x, t s`, one every total // 10 steps."""
-    found = re.findall(rf"^{re.escape(label)}: step (\d+)/{total}, loss \S+, [\d.]+ s$", err,
-                       flags=re.MULTILINE)
+    found = re.findall(
+        rf"^{re.escape(label)}: step (\d+)/{total}, loss \S+, [\d.]+ s$", err, flags=re.MULTILINE
+    )
     every = max(1, total // 10)
     assert [int(k) for k in found] == sorted({*range(every, total + 1, every), total}), err
 
@@ -195,8 +200,20 @@ def test_hyperparameter_search_on_4_ranks(tmp_path, mnist_val_h5):
     if mpiexec() is None:
         pytest.skip("no mpiexec")
     script = EXAMPLES / "10_hyperparameter_search.py"
-    command = [mpiexec(), "-n", "4", sys.executable, str(script), "--quick", "--group-size",
-               "2", "--data", str(mnist_val_h5), "--out", str(tmp_path)]
+    command = [
+        mpiexec(),
+        "-n",
+        "4",
+        sys.executable,
+        str(script),
+        "--quick",
+        "--group-size",
+        "2",
+        "--data",
+        str(mnist_val_h5),
+        "--out",
+        str(tmp_path),
+    ]
     job = run_job(command, timeout=120, env=job_environment())
     assert job.returncode == 0, job.output
     assert "4 trials on 2 group(s) of 2 rank(s)" in job.stdout
@@ -204,8 +221,9 @@ def test_hyperparameter_search_on_4_ranks(tmp_path, mnist_val_h5):
     assert sorted(int(r[1]) for r in rows) == [0, 1, 2, 3]  # every trial exactly once
     assert {int(r[0]) for r in rows} == {0, 2}  # run by the roots of the two groups
     assert pngs(tmp_path) == ["search.png"]
-    done = re.findall(r"^rank (\d): trial (\d) done \((\d)/2 of its group's\)", job.stderr,
-                      flags=re.MULTILINE)  # progress: a line per trial, from the group roots
+    done = re.findall(
+        r"^rank (\d): trial (\d) done \((\d)/2 of its group's\)", job.stderr, flags=re.MULTILINE
+    )  # progress: a line per trial, from the group roots
     assert sorted(done) == [("0", "0", "1"), ("0", "2", "2"), ("2", "1", "1"), ("2", "3", "2")]
 
 
@@ -221,9 +239,13 @@ def test_cnn_filters(tmp_path, mnist_h5, capsys):
 
 def help_blocks(script):
     """(the description, [each option's entry: flags and help text]) from `script --help`."""
-    job = subprocess.run([sys.executable, str(EXAMPLES / f"{script}.py"), "--help"],
-                         env={**os.environ, "COLUMNS": "100"}, capture_output=True, text=True,
-                         timeout=60)
+    job = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{script}.py"), "--help"],
+        env={**os.environ, "COLUMNS": "100"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert job.returncode == 0, job.stderr
     usage, description, options = job.stdout.split("\n\n")[:3]
     entries = re.split(r"\n(?=  -)", options.split("\n", 1)[1])  # after the "options:" line
@@ -244,6 +266,7 @@ def test_help_shows_the_docstring_paragraph_and_every_default(script):
 
 def test_progress_is_a_tqdm_bar_on_a_terminal():
     import common
+
     stream = io.StringIO()
     stream.isatty = lambda: True  # what Progress asks before it draws a bar
     progress = common.Progress(20, "sgd", stream=stream)
@@ -261,8 +284,12 @@ def test_mnist_examples_prepare_mpinet_cache_once_and_reuse_it(tmp_path, private
     before = path.stat()
     run("11_cnn_filters", tmp_path / "b")  # the second example reuses the file as it is
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    job = subprocess.run([sys.executable, "-m", "mpinet.worker", "prepare"],
-                         capture_output=True, text=True, timeout=120)
+    job = subprocess.run(
+        [sys.executable, "-m", "mpinet.worker", "prepare"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert job.stdout.startswith(f"kept {path} (valid"), job.stdout + job.stderr
 
 
@@ -275,25 +302,38 @@ def test_hyperparameter_search_caches_its_validation_split(tmp_path, private_cac
     assert pngs(tmp_path) == ["search.png"]
 
 
-@pytest.mark.parametrize("script, val", [("06_optimizers", ""),
-                                         ("10_hyperparameter_search", "--val 5000 ")],
-                         ids=["06", "10"])
-def test_a_missing_data_file_is_one_line_and_never_created(tmp_path, private_cache, capsys,
-                                                            script, val):
+@pytest.mark.parametrize(
+    "script, val",
+    [("06_optimizers", ""), ("10_hyperparameter_search", "--val 5000 ")],
+    ids=["06", "10"],
+)
+def test_a_missing_data_file_is_one_line_and_never_created(
+    tmp_path, private_cache, capsys, script, val
+):
     missing = tmp_path / "mnist.h5"
     with pytest.raises(SystemExit, match="^2$"):  # argparse's exit status for a usage error
         run(script, tmp_path, "--data", missing)
-    assert capsys.readouterr().err.splitlines()[-1].endswith(
-        f"error: argument --data: {missing}: no such file; expected an MNIST HDF5 file made by "
-        f"`mpinet prepare`; run `mpinet prepare {val}--out {missing}`, or leave --data out to "
-        f"use the cache")
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(
+            f"error: argument --data: {missing}: no such file; expected an MNIST HDF5 file made by "
+            f"`mpinet prepare`; run `mpinet prepare {val}--out {missing}`, or leave --data out to "
+            f"use the cache"
+        )
+    )
     assert not missing.exists() and not private_cache.exists()
 
 
 def test_hyperparameter_search_needs_a_val_split(tmp_path, mnist_h5, capsys):
     with pytest.raises(SystemExit, match="^2$"):
         run("10_hyperparameter_search", tmp_path, "--data", mnist_h5)
-    assert capsys.readouterr().err.splitlines()[-1].endswith(
-        f"error: argument --data: {mnist_h5}: has no /val split; expected a file made by "
-        f"`mpinet prepare --val N`; run `mpinet prepare --val 5000 --out FILE.h5` and pass "
-        f"that file")
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(
+            f"error: argument --data: {mnist_h5}: has no /val split; expected a file made by "
+            f"`mpinet prepare --val N`; run `mpinet prepare --val 5000 --out FILE.h5` and pass "
+            f"that file"
+        )
+    )

@@ -9,6 +9,8 @@ def launcher():
     """mpiexec next to this Python (the mpich wheel) or on PATH; the test skips without."""
     found = mpiexec()
     if found is None:
-        pytest.skip("MPI TESTS SKIPPED: no mpiexec next to this Python or on PATH; "
-                    "install one with `pip install .[mpich]`")
+        pytest.skip(
+            "MPI TESTS SKIPPED: no mpiexec next to this Python or on PATH; "
+            "install one with `pip install .[mpich]`"
+        )
     return found

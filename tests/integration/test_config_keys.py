@@ -20,18 +20,23 @@ pytestmark = pytest.mark.mpi
 QUICK = ["model.name='mlp'", "model.hidden=[32]", "train.max_steps=20", "train.plots=false"]
 
 
-
 def train(tmp_path, mnist_h5, *settings, n=0, launcher=None, name="run", flags=()):
     """`mpinet train --set ...` (QUICK first, `settings` win) -> (job, run directory)."""
     run_dir = tmp_path / name
-    command = [*mpinet_command(), "train", "--data", str(mnist_h5), "--run-dir", str(run_dir),
-               *flags]
+    command = [
+        *mpinet_command(),
+        "train",
+        "--data",
+        str(mnist_h5),
+        "--run-dir",
+        str(run_dir),
+        *flags,
+    ]
     for s in [*QUICK, *settings]:
         command += ["--set", s]
     if n:
         command = [launcher, "-n", str(n), *command]
-    job = run_job(command, timeout=120,
-                  env=job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")))
+    job = run_job(command, timeout=120, env=job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")))
     assert job.returncode == 0, job.output
     return job, run_dir
 
@@ -67,8 +72,9 @@ def test_optim_name_is_the_optimizer_that_ran(tmp_path, mnist_h5, name):
 
 
 def test_optim_lr_with_a_constant_schedule(tmp_path, mnist_h5):
-    _, run_dir = train(tmp_path, mnist_h5, "optim.lr=0.01", "optim.schedule='constant'",
-                       "train.log_every=1")
+    _, run_dir = train(
+        tmp_path, mnist_h5, "optim.lr=0.01", "optim.schedule='constant'", "train.log_every=1"
+    )
     assert lrs(run_dir) == [0.01] * 20
     assert final(run_dir)[2]["lr"] == 0.01
 
@@ -79,15 +85,29 @@ def test_optim_momentum_is_stored_with_the_optimizer(tmp_path, mnist_h5):
 
 
 def test_the_step_schedule_decays_by_gamma_every_step_size(tmp_path, mnist_h5):
-    _, run_dir = train(tmp_path, mnist_h5, "optim.schedule='step'", "optim.step_size=5",
-                       "optim.gamma=0.5", "optim.lr=0.01", "train.log_every=1")
+    _, run_dir = train(
+        tmp_path,
+        mnist_h5,
+        "optim.schedule='step'",
+        "optim.step_size=5",
+        "optim.gamma=0.5",
+        "optim.lr=0.01",
+        "train.log_every=1",
+    )
     # the row of step s logs the lr its update used: step index s - 1
     assert lrs(run_dir) == [0.01 * 0.5 ** ((s - 1) // 5) for s in range(1, 21)]
 
 
 def test_the_cosine_schedule_ends_at_min_lr_and_warmup_ramps(tmp_path, mnist_h5):
-    _, run_dir = train(tmp_path, mnist_h5, "optim.schedule='cosine'", "optim.min_lr=0.0001",
-                       "optim.warmup_steps=4", "optim.lr=0.01", "train.log_every=1")
+    _, run_dir = train(
+        tmp_path,
+        mnist_h5,
+        "optim.schedule='cosine'",
+        "optim.min_lr=0.0001",
+        "optim.warmup_steps=4",
+        "optim.lr=0.01",
+        "train.log_every=1",
+    )
     lr = lrs(run_dir)
     cosine = [1e-4 + 0.5 * (0.01 - 1e-4) * (1 + math.cos(math.pi * s / 20)) for s in range(20)]
     warm = [c * min(1, (s + 1) / 4) for s, c in enumerate(cosine)]  # linear over 4 steps
@@ -96,17 +116,30 @@ def test_the_cosine_schedule_ends_at_min_lr_and_warmup_ramps(tmp_path, mnist_h5)
 
 
 def test_scale_lr_multiplies_by_the_world_size(tmp_path, mnist_h5, launcher):
-    job, run_dir = train(tmp_path, mnist_h5, "optim.scale_lr=true", "optim.lr=0.001",
-                         "optim.schedule='constant'", "train.log_every=1", n=2,
-                         launcher=launcher)
+    job, run_dir = train(
+        tmp_path,
+        mnist_h5,
+        "optim.scale_lr=true",
+        "optim.lr=0.001",
+        "optim.schedule='constant'",
+        "train.log_every=1",
+        n=2,
+        launcher=launcher,
+    )
     assert "base lr 0.002 (scaled by world size)" in job.stderr
     assert set(lrs(run_dir)) == {0.002}
 
 
 def test_clip_norm_bounds_every_update(tmp_path, mnist_h5):
     """SGD with lr 1: one step moves the parameters by at most lr * clip_norm (float64)."""
-    common = ["optim.name='sgd'", "optim.lr=1.0", "optim.schedule='constant'",
-              "optim.clip_norm=0.001", "model.dtype='float64'", "data.prefetch=false"]
+    common = [
+        "optim.name='sgd'",
+        "optim.lr=1.0",
+        "optim.schedule='constant'",
+        "optim.clip_norm=0.001",
+        "model.dtype='float64'",
+        "data.prefetch=false",
+    ]
     _, five = train(tmp_path, mnist_h5, *common, "train.max_steps=5", name="five")
     _, six = train(tmp_path, mnist_h5, *common, "train.max_steps=6", name="six")
     a, b = final(five)[1], final(six)[1]
@@ -118,8 +151,9 @@ def test_clip_norm_bounds_every_update(tmp_path, mnist_h5):
 
 
 def test_epochs_and_batch_size_set_the_length_of_the_run(tmp_path, mnist_h5):
-    job, run_dir = train(tmp_path, mnist_h5, "train.max_steps=0", "train.epochs=1",
-                         "train.batch_size=200")
+    job, run_dir = train(
+        tmp_path, mnist_h5, "train.max_steps=0", "train.epochs=1", "train.batch_size=200"
+    )
     assert "global batch 200 = 1 ranks x 200 samples" in job.stderr
     assert "300 steps/epoch, 300 steps in all" in job.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -142,8 +176,14 @@ def test_log_every_sets_the_progress_lines_and_steps_jsonl(tmp_path, mnist_h5):
 
 
 def test_checkpoint_every_keep_last_and_keep_best(tmp_path, mnist_h5):
-    _, run_dir = train(tmp_path, mnist_h5, "train.checkpoint_every=4", "train.keep_last=2",
-                       "train.keep_best=true", "train.eval_every=4")
+    _, run_dir = train(
+        tmp_path,
+        mnist_h5,
+        "train.checkpoint_every=4",
+        "train.keep_last=2",
+        "train.keep_best=true",
+        "train.eval_every=4",
+    )
     names = sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt-*.h5"))
     best = (run_dir / "checkpoints" / "best").read_text().strip()
     history = rows(run_dir, "history.jsonl")
@@ -155,26 +195,51 @@ def test_checkpoint_every_keep_last_and_keep_best(tmp_path, mnist_h5):
 
 
 def test_check_every_finds_a_replica_that_diverged(tmp_path, mnist_h5, launcher):
-    command = [launcher, "-n", "2", *mpinet_command(), "train", "--data", str(mnist_h5),
-               "--run-dir", str(tmp_path / "run")]
-    for s in [*QUICK, "train.check_every=2", "train.fail_rank=1", "train.fail_step=5",
-              "train.fail_kind='diverge'"]:
+    command = [
+        launcher,
+        "-n",
+        "2",
+        *mpinet_command(),
+        "train",
+        "--data",
+        str(mnist_h5),
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
+    for s in [
+        *QUICK,
+        "train.check_every=2",
+        "train.fail_rank=1",
+        "train.fail_step=5",
+        "train.fail_kind='diverge'",
+    ]:
         command += ["--set", s]
-    job = run_job(command, timeout=120,
-                  env=job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")))
+    job = run_job(command, timeout=120, env=job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")))
     assert job.returncode == 2, job.output
     errors = [line for line in job.stderr.splitlines() if "ERROR" in line]
-    assert len(errors) == 1 and "parameter checksum differs across ranks: rank 0 has" in \
-        errors[0] and "the replicas diverged" in errors[0], errors
+    assert (
+        len(errors) == 1
+        and "parameter checksum differs across ranks: rank 0 has" in errors[0]
+        and "the replicas diverged" in errors[0]
+    ), errors
     steps = [r["step"] for r in rows(tmp_path / "run", "steps.jsonl")]
     assert max(steps, default=0) <= 6
 
 
 def test_blas_threads_sets_every_rank_pool(tmp_path, mnist_h5, launcher):
-    job, _ = train(tmp_path, mnist_h5, "train.blas_threads=1", n=2, launcher=launcher,
-                   flags=["--log-all-ranks"])
-    threads = re.findall(r"\[rank (\d)/2\] INFO 2 rank\(s\) .*, (\d+) BLAS thread\(s\) each: "
-                         r"\[.*?(\d+)\)\]", job.stderr)
+    job, _ = train(
+        tmp_path,
+        mnist_h5,
+        "train.blas_threads=1",
+        n=2,
+        launcher=launcher,
+        flags=["--log-all-ranks"],
+    )
+    threads = re.findall(
+        r"\[rank (\d)/2\] INFO 2 rank\(s\) .*, (\d+) BLAS thread\(s\) each: "
+        r"\[.*?(\d+)\)\]",
+        job.stderr,
+    )
     assert sorted(threads) == [("0", "1", "1"), ("1", "1", "1")], job.stderr
 
 
@@ -198,8 +263,9 @@ def test_augment_and_prefetch(tmp_path, mnist_h5):
     """Augmentation changes what is trained on; prefetching changes nothing (bitwise)."""
     _, plain = train(tmp_path, mnist_h5, "data.prefetch=true", name="plain")
     _, unfetched = train(tmp_path, mnist_h5, "data.prefetch=false", name="unfetched")
-    _, shifted = train(tmp_path, mnist_h5, "data.augment=true", "data.shift=3",
-                       "data.rotate=15.0", name="shifted")
+    _, shifted = train(
+        tmp_path, mnist_h5, "data.augment=true", "data.shift=3", "data.rotate=15.0", name="shifted"
+    )
     a, b, c = final(plain)[1], final(unfetched)[1], final(shifted)[1]
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["affine1.W"], c["affine1.W"])
@@ -211,35 +277,55 @@ def test_data_source_and_dataset_prepare_the_cache_file(tmp_path, shared_data):
     command = [*mpinet_command(), "train", "--run-dir", str(run_dir)]
     for s in [*QUICK, "data.dataset='fashion-mnist'", f"data.source={str(shared_data)!r}"]:
         command += ["--set", s]
-    job = run_job(command, timeout=120,
-                  env=job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")))
+    job = run_job(command, timeout=120, env=job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")))
     assert job.returncode == 0, job.output
     cache = tmp_path / "cache" / "mpinet" / "fashion-mnist.h5"
-    assert (f"INFO data {cache} (fashion-mnist: 60000 train / 10000 test; prepared from "
-            f"{shared_data / 'fashion-mnist'})") in job.stderr
+    assert (
+        f"INFO data {cache} (fashion-mnist: 60000 train / 10000 test; prepared from "
+        f"{shared_data / 'fashion-mnist'})"
+    ) in job.stderr
 
 
 # -- model ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("settings,count", [
-    (["model.hidden=[20]"], 784 * 20 + 20 + 20 * 10 + 10),
-    (["model.hidden=[20]", "model.batchnorm=true"], 784 * 20 + 20 + 2 * 20 + 20 * 10 + 10),
-    (["model.name='simple_cnn'", "model.filters=4", "model.filter_size=3", "model.pad=1",
-      "model.stride=2", "model.hidden=10"],
-     4 * 9 + 4 + (4 * 7 * 7) * 10 + 10 + 10 * 10 + 10),
-    (["model.name='deep_cnn'", "model.filters=[2, 2, 2, 2, 2, 2]", "model.hidden=5"],
-     (2 * 9 + 2) + 5 * (2 * 2 * 9 + 2) + 2 * 4 * 4 * 5 + 5 + 5 * 10 + 10),
-])
+@pytest.mark.parametrize(
+    "settings,count",
+    [
+        (["model.hidden=[20]"], 784 * 20 + 20 + 20 * 10 + 10),
+        (["model.hidden=[20]", "model.batchnorm=true"], 784 * 20 + 20 + 2 * 20 + 20 * 10 + 10),
+        (
+            [
+                "model.name='simple_cnn'",
+                "model.filters=4",
+                "model.filter_size=3",
+                "model.pad=1",
+                "model.stride=2",
+                "model.hidden=10",
+            ],
+            4 * 9 + 4 + (4 * 7 * 7) * 10 + 10 + 10 * 10 + 10,
+        ),
+        (
+            ["model.name='deep_cnn'", "model.filters=[2, 2, 2, 2, 2, 2]", "model.hidden=5"],
+            (2 * 9 + 2) + 5 * (2 * 2 * 9 + 2) + 2 * 4 * 4 * 5 + 5 + 5 * 10 + 10,
+        ),
+    ],
+)
 def test_model_keys_build_the_network_they_say(tmp_path, mnist_h5, settings, count):
     job, run_dir = train(tmp_path, mnist_h5, *settings, "train.max_steps=2")
     assert parameters(job) == count
 
 
-@pytest.mark.parametrize("key,value,stored", [
-    ("activation", "'tanh'", "tanh"), ("dropout", "0.25", 0.25),
-    ("weight_decay", "0.001", 0.001), ("init", "'xavier'", "xavier"), ("init", "0.05", 0.05),
-])
+@pytest.mark.parametrize(
+    "key,value,stored",
+    [
+        ("activation", "'tanh'", "tanh"),
+        ("dropout", "0.25", 0.25),
+        ("weight_decay", "0.001", 0.001),
+        ("init", "'xavier'", "xavier"),
+        ("init", "0.05", 0.05),
+    ],
+)
 def test_model_keys_are_the_spec_of_the_checkpoint(tmp_path, mnist_h5, key, value, stored):
     _, run_dir = train(tmp_path, mnist_h5, f"model.{key}={value}", "train.max_steps=2")
     assert json.loads(final(run_dir)[0]["model_spec"])[key] == stored

@@ -36,9 +36,17 @@ SCRIPTS = Path(__file__).parent / "scripts"
 TCP = {"UCX_TLS": "tcp,self"}  # ucx is the wheel's default netmod; without this: shared memory
 pytestmark = pytest.mark.mpi
 
-SMALL = ["train.max_steps=12", "train.batch_size=48", "data.order='global'",
-         "train.eval_every=1000", "data.prefetch=False", "model.name='mlp'",
-         "model.hidden=[64, 32]", "optim.name='sgd'", "optim.lr=0.1"]
+SMALL = [
+    "train.max_steps=12",
+    "train.batch_size=48",
+    "data.order='global'",
+    "train.eval_every=1000",
+    "data.prefetch=False",
+    "model.name='mlp'",
+    "model.hidden=[64, 32]",
+    "optim.name='sgd'",
+    "optim.lr=0.1",
+]
 # Equivalence runs in float64, with the tolerance from the arithmetic (tests/numerics.py).
 EQUIVALENT = [*SMALL, "model.dtype='float64'"]
 TOLERANCE = trajectory_tolerance(steps=12)
@@ -52,8 +60,10 @@ def hosts(tmp_path_factory):
     try:
         made = netns.Hosts(3).__enter__()
     except subprocess.CalledProcessError as e:
-        pytest.skip(f"MULTI-HOST TESTS SKIPPED: cannot make network namespaces here: "
-                    f"{' '.join(e.cmd)}: {e.stderr.strip()}")
+        pytest.skip(
+            f"MULTI-HOST TESTS SKIPPED: cannot make network namespaces here: "
+            f"{' '.join(e.cmd)}: {e.stderr.strip()}"
+        )
     try:
         yield made
     finally:
@@ -73,22 +83,46 @@ def cluster(hosts):
 def hydra(hosts, tmp_path, slots, argv):
     """mpiexec on node0 starting len(slots) hosts x slots ranks through the ssh stand-in."""
     hostfile = hosts.hostfile(tmp_path / "hostfile", slots)
-    return hosts.command("node0", [mpiexec(), "-launcher", "ssh", "-launcher-exec", netns.STAND_IN,
-                                   "-f", hostfile, "-n", sum(slots.values()), *argv])
+    return hosts.command(
+        "node0",
+        [
+            mpiexec(),
+            "-launcher",
+            "ssh",
+            "-launcher-exec",
+            netns.STAND_IN,
+            "-f",
+            hostfile,
+            "-n",
+            sum(slots.values()),
+            *argv,
+        ],
+    )
 
 
 def prrte(hosts, tmp_path, slots, argv):
     """The same with Open MPI's mpirun: PRRTE's ssh launcher is the stand-in too."""
     ompi = openmpi_bin()
     hostfile = hosts.hostfile(tmp_path / "hostfile", slots, openmpi=True)
-    return hosts.command("node0", [ompi / "mpirun", *openmpi_flags(), "--prtemca",
-                                   "plm_ssh_agent", netns.STAND_IN, "--hostfile", hostfile,
-                                   "-n", sum(slots.values()), *argv])
+    return hosts.command(
+        "node0",
+        [
+            ompi / "mpirun",
+            *openmpi_flags(),
+            "--prtemca",
+            "plm_ssh_agent",
+            netns.STAND_IN,
+            "--hostfile",
+            hostfile,
+            "-n",
+            sum(slots.values()),
+            *argv,
+        ],
+    )
 
 
 def environment(hosts, tmp_path, bind=()):
-    return hosts.environment(job_environment(XDG_CACHE_HOME=str(tmp_path / "cache"), **TCP),
-                             bind)
+    return hosts.environment(job_environment(XDG_CACHE_HOME=str(tmp_path / "cache"), **TCP), bind)
 
 
 def dump(command, out, env, timeout=90):
@@ -105,17 +139,27 @@ def test_two_hosts_train_what_one_host_trains(cluster, mnist_h5, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     script = [sys.executable, SCRIPTS / "train_dump.py"]
-    reference = dump([mpiexec(), "-n", "4", *script, one, f"data.path={str(mnist_h5)!r}",
-                      *EQUIVALENT], one, job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")))
+    reference = dump(
+        [mpiexec(), "-n", "4", *script, one, f"data.path={str(mnist_h5)!r}", *EQUIVALENT],
+        one,
+        job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")),
+    )
     data = tmp_path / "data.h5"
     data.touch()
     for host in ("node0", "node1"):
         (tmp_path / host).mkdir()
         (tmp_path / host / "data.h5").write_bytes(mnist_h5.read_bytes())
     before = cluster.bytes_sent("node1")
-    spread = dump(hydra(cluster, tmp_path, {"node0": 2, "node1": 2},
-                        [*script, two, f"data.path={str(data)!r}", *EQUIVALENT]), two,
-                  environment(cluster, tmp_path, bind=[(f"{tmp_path}/{{host}}/data.h5", data)]))
+    spread = dump(
+        hydra(
+            cluster,
+            tmp_path,
+            {"node0": 2, "node1": 2},
+            [*script, two, f"data.path={str(data)!r}", *EQUIVALENT],
+        ),
+        two,
+        environment(cluster, tmp_path, bind=[(f"{tmp_path}/{{host}}/data.h5", data)]),
+    )
     assert cluster.bytes_sent("node1") - before > 12 * 4 * 50_000  # 12 allreduces of 51 k floats
     for rank, p in enumerate(spread):
         assert np.array_equal(p, spread[0]), f"rank {rank} differs from rank 0"
@@ -136,8 +180,11 @@ def test_two_hosts_under_open_mpi_train_what_one_process_trains(cluster, mnist_h
     reference = run_job([*script, one, data, *EQUIVALENT], timeout=90, env=env)
     assert reference.returncode == 0, reference.output
     before = cluster.bytes_sent("node1")
-    spread = dump(prrte(cluster, tmp_path, {"node0": 2, "node1": 2},
-                        [*script, two, data, *EQUIVALENT]), two, env)
+    spread = dump(
+        prrte(cluster, tmp_path, {"node0": 2, "node1": 2}, [*script, two, data, *EQUIVALENT]),
+        two,
+        env,
+    )
     assert cluster.bytes_sent("node1") - before > 12 * 4 * 50_000
     for rank, p in enumerate(spread):
         assert np.array_equal(p, spread[0]), f"rank {rank} differs from rank 0"
@@ -153,23 +200,27 @@ def other_mnist(shared_data, tmp_path_factory):
     return prepare("mnist", source=shared_data / "mnist", out=out, val=1000)
 
 
-def test_a_host_with_other_data_stops_every_rank_with_one_line(cluster, mnist_h5, other_mnist,
-                                                               tmp_path):
+def test_a_host_with_other_data_stops_every_rank_with_one_line(
+    cluster, mnist_h5, other_mnist, tmp_path
+):
     data = tmp_path / "data.h5"
     data.touch()
     for host, source in (("node0", mnist_h5), ("node1", other_mnist)):
         (tmp_path / host).mkdir()
         (tmp_path / host / "data.h5").write_bytes(source.read_bytes())
     run_dir = tmp_path / "run"
-    job = run_job(hydra(cluster, tmp_path, {"node0": 2, "node1": 2},
-                        train_command(data, run_dir, SMALL)), timeout=90,
-                  env=environment(cluster, tmp_path, bind=[(f"{tmp_path}/{{host}}/data.h5",
-                                                            data)]))
+    job = run_job(
+        hydra(cluster, tmp_path, {"node0": 2, "node1": 2}, train_command(data, run_dir, SMALL)),
+        timeout=90,
+        env=environment(cluster, tmp_path, bind=[(f"{tmp_path}/{{host}}/data.h5", data)]),
+    )
     assert job.returncode == 2, job.output
     errors = [line for line in job.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1, job.stderr  # one line, from rank 0; every rank exited 2
-    assert ("data file differs across ranks: ranks 0-1 have sha256" in errors[0]
-            and "ranks 2-3 have sha256" in errors[0]), errors[0]  # the ranks of each host
+    assert (
+        "data file differs across ranks: ranks 0-1 have sha256" in errors[0]
+        and "ranks 2-3 have sha256" in errors[0]
+    ), errors[0]  # the ranks of each host
     assert "Traceback" not in job.output
     assert not (run_dir / "history.jsonl").exists()
 
@@ -182,9 +233,17 @@ def train_command(data, run_dir, settings, resume=None, mpi="mpich"):
     return command + (["--resume", resume] if resume else [])
 
 
-PARTITION = ["model.name='mlp'", "model.hidden=[32]", "train.batch_size=64",
-             "train.max_steps=300", "train.checkpoint_every=5", "train.keep_last=3",
-             "train.collective_timeout=3", "train.log_every=10", "data.prefetch=False"]
+PARTITION = [
+    "model.name='mlp'",
+    "model.hidden=[32]",
+    "train.batch_size=64",
+    "train.max_steps=300",
+    "train.checkpoint_every=5",
+    "train.keep_last=3",
+    "train.collective_timeout=3",
+    "train.log_every=10",
+    "data.prefetch=False",
+]
 
 
 @pytest.mark.parametrize("mpi", ["mpich", "openmpi"])
@@ -204,8 +263,12 @@ def test_a_cut_link_aborts_the_job_and_resume_continues(cluster, mnist_h5, tmp_p
         cluster.tcp_retries("node0", 4)
     launch = prrte if mpi == "openmpi" else hydra
     run_dir = tmp_path / "run"
-    command = launch(cluster, tmp_path, {"node0": 2, "node1": 2},
-                     train_command(mnist_h5, run_dir, PARTITION, mpi=mpi))
+    command = launch(
+        cluster,
+        tmp_path,
+        {"node0": 2, "node1": 2},
+        train_command(mnist_h5, run_dir, PARTITION, mpi=mpi),
+    )
     env = environment(cluster, tmp_path)
     # The log goes to a file: a process orphaned on the cut host may hold a pipe open.
     log = tmp_path / "job.log"
@@ -233,17 +296,27 @@ def test_a_cut_link_aborts_the_job_and_resume_continues(cluster, mnist_h5, tmp_p
     assert ended <= 3 + 10, f"the job ended {ended:.1f} s after the cut"
     # node0's ranks name the collective (whichever the cut caught: the gradient's
     # allreduce_mean_, or a checkpoint's allgather_object), the step, and node1's ranks:
-    stall = re.search(r"rank 0/4: \w+ \(collective #\d+, step \d+\) has not completed "
-                      r"after [\d.]+ s \(timeout 3 s\).*no answer from ranks 2-3", stderr)
+    stall = re.search(
+        r"rank 0/4: \w+ \(collective #\d+, step \d+\) has not completed "
+        r"after [\d.]+ s \(timeout 3 s\).*no answer from ranks 2-3",
+        stderr,
+    )
     assert stall, stderr
     checkpoint = read(run_dir / "checkpoints" / latest.read_text().strip())
     stopped = checkpoint.meta["step"]
     assert stopped >= 5
 
     cluster.link("node1", up=True)  # healed: the same command continues
-    job = run_job(launch(cluster, tmp_path, {"node0": 2, "node1": 2},
-                         train_command(mnist_h5, run_dir, PARTITION, resume="auto", mpi=mpi)),
-                  timeout=90, env=env)
+    job = run_job(
+        launch(
+            cluster,
+            tmp_path,
+            {"node0": 2, "node1": 2},
+            train_command(mnist_h5, run_dir, PARTITION, resume="auto", mpi=mpi),
+        ),
+        timeout=90,
+        env=env,
+    )
     assert job.returncode == 0, job.output
     assert f"at step {stopped} " in job.stderr, job.stderr  # "resumed from ... at step N"
     final = (run_dir / "checkpoints" / "latest").read_text().strip()
@@ -271,20 +344,34 @@ sys.exit(1 if pending else 0)
 def test_every_rank_on_every_host_serves_metrics(cluster, mnist_h5, tmp_path):
     """3 hosts (2 + 1 + 1 ranks), metrics.host 0.0.0.0: a scraper on node2 reaches each
     rank at its host's address and port 9400 + local rank, across the bridge."""
-    settings = ["model.name='mlp'", "model.hidden=[32]", "train.max_steps=100000",
-                "metrics.port=9400", "metrics.host='0.0.0.0'", "data.prefetch=False"]
-    command = hydra(cluster, tmp_path, {"node0": 2, "node1": 1, "node2": 1},
-                    train_command(mnist_h5, tmp_path / "run", settings))
+    settings = [
+        "model.name='mlp'",
+        "model.hidden=[32]",
+        "train.max_steps=100000",
+        "metrics.port=9400",
+        "metrics.host='0.0.0.0'",
+        "data.prefetch=False",
+    ]
+    command = hydra(
+        cluster,
+        tmp_path,
+        {"node0": 2, "node1": 1, "node2": 1},
+        train_command(mnist_h5, tmp_path / "run", settings),
+    )
     env = environment(cluster, tmp_path)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    expected = {f"http://{cluster.addresses['node0']}:9400/metrics": "0",
-                f"http://{cluster.addresses['node0']}:9401/metrics": "1",
-                f"http://{cluster.addresses['node1']}:9400/metrics": "2",
-                f"http://{cluster.addresses['node2']}:9400/metrics": "3"}
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    expected = {
+        f"http://{cluster.addresses['node0']}:9400/metrics": "0",
+        f"http://{cluster.addresses['node0']}:9401/metrics": "1",
+        f"http://{cluster.addresses['node1']}:9400/metrics": "2",
+        f"http://{cluster.addresses['node2']}:9400/metrics": "3",
+    }
     try:
-        scrape = run_job(cluster.command("node2", [sys.executable, "-c", SCRAPE, *expected]),
-                         timeout=60, env=env)
+        scrape = run_job(
+            cluster.command("node2", [sys.executable, "-c", SCRAPE, *expected]), timeout=60, env=env
+        )
     finally:
         output = "".join(stop_job(proc))
     assert scrape.returncode == 0, scrape.output + output

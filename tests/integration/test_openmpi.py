@@ -24,10 +24,18 @@ TRAIN_DUMP = HERE / "scripts" / "train_dump.py"
 FAILURES = HERE.parent / "cluster" / "scripts" / "failures.py"
 pytestmark = pytest.mark.mpi
 
-SMALL = ["train.max_steps=12", "train.batch_size=48", "data.order='global'",
-         "train.eval_every=1000", "data.prefetch=False", "model.name='mlp'",
-         "model.hidden=[64, 32]", "optim.name='adam'", "optim.lr=0.001",
-         "model.dtype='float64'"]  # float64: see tests/numerics.py, trajectory_tolerance
+SMALL = [
+    "train.max_steps=12",
+    "train.batch_size=48",
+    "data.order='global'",
+    "train.eval_every=1000",
+    "data.prefetch=False",
+    "model.name='mlp'",
+    "model.hidden=[64, 32]",
+    "optim.name='adam'",
+    "optim.lr=0.001",
+    "model.dtype='float64'",
+]  # float64: see tests/numerics.py, trajectory_tolerance
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +76,24 @@ def test_two_ranks_under_open_mpi_train_what_one_process_trains(ompi, mnist_h5, 
 
 def test_mpinet_train_runs_under_open_mpi(ompi, mnist_h5, tmp_path):
     run_dir = tmp_path / "run"
-    command = mpirun(ompi, 2, ompi / "mpinet", "train", "--data", mnist_h5, "--run-dir",
-                     run_dir, "--set", "model.name='mlp'", "--set", "model.hidden=[32]",
-                     "--set", "train.max_steps=40", "--set", "train.eval_every=20")
+    command = mpirun(
+        ompi,
+        2,
+        ompi / "mpinet",
+        "train",
+        "--data",
+        mnist_h5,
+        "--run-dir",
+        run_dir,
+        "--set",
+        "model.name='mlp'",
+        "--set",
+        "model.hidden=[32]",
+        "--set",
+        "train.max_steps=40",
+        "--set",
+        "train.eval_every=20",
+    )
     job = run_job(command, timeout=120, env=_env(tmp_path))
     assert job.returncode == 0, job.output
     assert re.search(r"2 rank\(s\) \(Open MPI v\d", job.stderr), job.stderr  # not MPICH
@@ -83,9 +106,22 @@ def test_mpinet_train_runs_under_open_mpi(ompi, mnist_h5, tmp_path):
 
 
 def test_a_failing_rank_ends_an_open_mpi_training_job(ompi, mnist_h5, tmp_path):
-    command = mpirun(ompi, 4, ompi / "mpinet", "train", "--data", mnist_h5, "--run-dir",
-                     tmp_path / "run", "--set", "model.name='mlp'", "--set",
-                     "train.fail_rank=2", "--set", "train.fail_step=3")
+    command = mpirun(
+        ompi,
+        4,
+        ompi / "mpinet",
+        "train",
+        "--data",
+        mnist_h5,
+        "--run-dir",
+        tmp_path / "run",
+        "--set",
+        "model.name='mlp'",
+        "--set",
+        "train.fail_rank=2",
+        "--set",
+        "train.fail_step=3",
+    )
     job = run_job(command, timeout=90, env=_env(tmp_path))
     assert job.returncode == 1, job.output
     assert job.seconds < 60  # 4 oversubscribed ranks start in ~10 s; a hang would be 90
@@ -94,8 +130,9 @@ def test_a_failing_rank_ends_an_open_mpi_training_job(ompi, mnist_h5, tmp_path):
 
 
 def failures(ompi, n, mode, *args):
-    return run_job(mpirun(ompi, n, ompi / "python", FAILURES, mode, *args), timeout=60,
-                   env=job_environment())
+    return run_job(
+        mpirun(ompi, n, ompi / "python", FAILURES, mode, *args), timeout=60, env=job_environment()
+    )
 
 
 def test_an_exception_on_one_rank_aborts_with_one_traceback(ompi):
@@ -106,10 +143,13 @@ def test_an_exception_on_one_rank_aborts_with_one_traceback(ompi):
     assert job.stderr.count("Traceback (most recent call last)") == 1
 
 
-@pytest.mark.parametrize("mode, code, line", [
-    ("user-error", 2, "ERROR mpinet.cluster: rank 1/2: bad value in the data file"),
-    ("exit", 5, "rank 1/2: exit with code 5, aborting the job"),
-])
+@pytest.mark.parametrize(
+    "mode, code, line",
+    [
+        ("user-error", 2, "ERROR mpinet.cluster: rank 1/2: bad value in the data file"),
+        ("exit", 5, "rank 1/2: exit with code 5, aborting the job"),
+    ],
+)
 def test_exit_codes_reach_open_mpis_mpirun(ompi, mode, code, line):
     job = failures(ompi, 2, mode)
     assert job.returncode == code, job.output
@@ -134,6 +174,7 @@ def test_the_watchdog_ends_a_stalled_open_mpi_job(ompi):
     job = failures(ompi, 2, "sleep", "2.0")
     assert job.returncode == 3, job.output
     assert time.monotonic() - start < 2.0 + 10
-    assert ("rank 0/2: allreduce_mean_ (collective #4, step 3) has not completed after 2."
-            in job.stderr)
+    assert (
+        "rank 0/2: allreduce_mean_ (collective #4, step 3) has not completed after 2." in job.stderr
+    )
     assert "no answer from rank 1 " in job.stderr

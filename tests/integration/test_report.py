@@ -8,8 +8,15 @@ import pytest
 from support import job_environment, mpinet_command, run_job
 
 pytestmark = pytest.mark.mpi
-RUN = ["model.name='mlp'", "model.hidden=[32]", "train.max_steps=30", "train.checkpoint_every=10",
-       "train.keep_last=0", "train.plots=false", "model.dropout=0.2"]
+RUN = [
+    "model.name='mlp'",
+    "model.hidden=[32]",
+    "train.max_steps=30",
+    "train.checkpoint_every=10",
+    "train.keep_last=0",
+    "train.plots=false",
+    "model.dropout=0.2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +25,18 @@ def run(launcher, mnist_h5, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("report") / "run"
     env = job_environment(XDG_CACHE_HOME=str(run_dir.parent / "cache"))
     for settings, resume in ((RUN + ["train.stop_after=20"], []), (RUN, ["--resume", "auto"])):
-        command = [launcher, "-n", "2", *mpinet_command(), "train", "--data", str(mnist_h5),
-                   "--run-dir", str(run_dir), *resume]
+        command = [
+            launcher,
+            "-n",
+            "2",
+            *mpinet_command(),
+            "train",
+            "--data",
+            str(mnist_h5),
+            "--run-dir",
+            str(run_dir),
+            *resume,
+        ]
         for s in settings:
             command += ["--set", s]
         job = run_job(command, timeout=120, env=env)
@@ -44,8 +61,16 @@ def test_stop_after_stops_without_changing_the_schedule(run):
 def test_the_report_names_what_reproducing_needs(run, mnist_h5):
     run_dir, _ = run
     text = report(run_dir)
-    for heading in ("## Result", "## Legs", "## Software and machine", "## Data", "## Seeds",
-                    "## Checkpoints", "## Verify", "## Config"):
+    for heading in (
+        "## Result",
+        "## Legs",
+        "## Software and machine",
+        "## Data",
+        "## Seeds",
+        "## Checkpoints",
+        "## Verify",
+        "## Config",
+    ):
         assert heading in text.splitlines(), heading
     data = json.loads(report(run_dir, "--json"))
     assert [leg["world_size"] for leg in data["legs"]] == [2, 2]
@@ -72,6 +97,8 @@ def test_the_verify_command_reproduces_the_first_checkpoint(run, launcher):
 def test_a_directory_that_is_not_a_run_is_one_line(tmp_path):
     job = run_job([*mpinet_command(), "report", str(tmp_path)], timeout=60)
     assert job.returncode == 2
-    assert job.stderr.strip() == (f"mpinet report: error: {tmp_path}: no config.toml; expected "
-                                  f"a run directory; pass one that `mpinet train --run-dir` "
-                                  f"wrote")
+    assert job.stderr.strip() == (
+        f"mpinet report: error: {tmp_path}: no config.toml; expected "
+        f"a run directory; pass one that `mpinet train --run-dir` "
+        f"wrote"
+    )

@@ -18,14 +18,24 @@ choice = [[16], [24, 12]]
 
 def search(tmp_path, mnist_h5, launcher, n, *flags, space=SPACE, settings=BASE):
     (tmp_path / "space.toml").write_text(space)
-    command = [*mpinet_command(), "search", "--space", str(tmp_path / "space.toml"),
-               "--data", str(mnist_h5), "--search-dir", str(tmp_path / "search"), *flags]
+    command = [
+        *mpinet_command(),
+        "search",
+        "--space",
+        str(tmp_path / "space.toml"),
+        "--data",
+        str(mnist_h5),
+        "--search-dir",
+        str(tmp_path / "search"),
+        *flags,
+    ]
     for s in settings:
         command += ["--set", s]
     if n:
         command = [launcher, "-n", str(n), *command]
-    return run_job(command, timeout=180,
-                   env=job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")))
+    return run_job(
+        command, timeout=180, env=job_environment(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    )
 
 
 def trials(tmp_path):
@@ -39,10 +49,21 @@ def test_groups_of_two_ranks_train_what_each_trial_trains_alone(tmp_path, mnist_
     assert [r["trial"] for r in rows] == [0, 1, 2, 3] and all(r["status"] == "ok" for r in rows)
     assert len({r["values"]["optim.lr"] for r in rows}) == 4
     for r in rows[:2]:  # each trial again, by itself, from the config it recorded
-        again = run_job([launcher, "-n", "2", *mpinet_command(), "train", "--config",
-                         f"{r['run_dir']}/config.toml", "--run-dir", str(tmp_path / "again"
-                                                                          / str(r["trial"]))],
-                        timeout=120, env=job_environment(XDG_CACHE_HOME=str(tmp_path)))
+        again = run_job(
+            [
+                launcher,
+                "-n",
+                "2",
+                *mpinet_command(),
+                "train",
+                "--config",
+                f"{r['run_dir']}/config.toml",
+                "--run-dir",
+                str(tmp_path / "again" / str(r["trial"])),
+            ],
+            timeout=120,
+            env=job_environment(XDG_CACHE_HOME=str(tmp_path)),
+        )
         assert again.returncode == 0, again.output
         found = re.search(r"final parameters sha256=([0-9a-f]{64})", again.stderr)
         assert found.group(1) == r["params_sha256"]  # bitwise: the same world size (2)
@@ -58,8 +79,18 @@ def test_groups_of_two_ranks_train_what_each_trial_trains_alone(tmp_path, mnist_
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, mnist_h5, launcher):
     space = "[optim.lr]\nchoice = [1e30, 0.05]\n"
     settings = BASE + ["optim.name='sgd'", "optim.schedule='constant'"]
-    job = search(tmp_path, mnist_h5, launcher, 0, "--trials", "4", "--seed", "3",
-                 space=space, settings=settings)
+    job = search(
+        tmp_path,
+        mnist_h5,
+        launcher,
+        0,
+        "--trials",
+        "4",
+        "--seed",
+        "3",
+        space=space,
+        settings=settings,
+    )
     assert job.returncode == 0, job.output
     rows = trials(tmp_path)
     failed = [r for r in rows if r["status"] == "failed"]
@@ -70,8 +101,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, mnist_h5, 
 
 def test_successive_halving_keeps_the_better_half(tmp_path, mnist_h5, launcher):
     settings = [s for s in BASE if "max_steps" not in s] + ["train.max_steps=40"]
-    job = search(tmp_path, mnist_h5, launcher, 2, "--trials", "4", "--halving",
-                 settings=settings)
+    job = search(tmp_path, mnist_h5, launcher, 2, "--trials", "4", "--halving", settings=settings)
     assert job.returncode == 0, job.output
     rows = trials(tmp_path)
     steps = sorted(r["steps"] for r in rows)
@@ -84,7 +114,10 @@ def test_successive_halving_keeps_the_better_half(tmp_path, mnist_h5, launcher):
 def test_a_bad_space_is_one_line(tmp_path, mnist_h5, launcher):
     job = search(tmp_path, mnist_h5, launcher, 0, space="[optim.lr]\nlog_uniform = [0, 1]\n")
     assert job.returncode == 2
-    assert "[optim.lr] log_uniform = [0, 1]; expected [low, high] with low < high and low > 0" \
-        in job.stderr and "Traceback" not in job.stderr
+    assert (
+        "[optim.lr] log_uniform = [0, 1]; expected [low, high] with low < high and low > 0"
+        in job.stderr
+        and "Traceback" not in job.stderr
+    )
     job = search(tmp_path, mnist_h5, launcher, 0, space="[optim.lerning_rate]\nchoice = [1]\n")
     assert job.returncode == 2 and "did you mean optim.lr?" in job.stderr

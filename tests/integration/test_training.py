@@ -16,7 +16,6 @@ SCRIPTS = Path(__file__).parent / "scripts"
 pytestmark = pytest.mark.mpi
 
 
-
 def _env(tmp_path):
     return job_environment(XDG_CACHE_HOME=str(tmp_path / "cache"))
 
@@ -24,24 +23,38 @@ def _env(tmp_path):
 def train_dump(launcher, n, out, mnist_h5, *settings, timeout=120):
     """Run the loop on n ranks (n=0: alone, no mpiexec) -> every rank's parameters."""
     out.mkdir()
-    script = [sys.executable, str(SCRIPTS / "train_dump.py"), str(out),
-              f"data.path={str(mnist_h5)!r}", *settings]
+    script = [
+        sys.executable,
+        str(SCRIPTS / "train_dump.py"),
+        str(out),
+        f"data.path={str(mnist_h5)!r}",
+        *settings,
+    ]
     command = script if n == 0 else [launcher, "-n", str(n), *script]
     job = run_job(command, timeout=timeout, env=_env(out))
     assert job.returncode == 0, job.output
     return [np.load(out / f"params.rank{r}.npy") for r in range(max(n, 1))]
 
 
-SMALL = ["train.max_steps=12", "train.batch_size=48", "data.order='global'",
-         "train.eval_every=1000", "data.prefetch=False"]
+SMALL = [
+    "train.max_steps=12",
+    "train.batch_size=48",
+    "data.order='global'",
+    "train.eval_every=1000",
+    "data.prefetch=False",
+]
 # The equivalences below are reorderings of the same sums: compared in float64, where the
 # bound from the arithmetic (tests/numerics.py) is far below what a real difference moves.
 FLOAT64 = ["model.dtype='float64'"]
 TOLERANCE = trajectory_tolerance(steps=12)  # 2.1e-9
-MODELS = {"mlp": ["model.name='mlp'", "model.hidden=[64, 32]"],
-          "simple_cnn": ["model.name='simple_cnn'", "model.filters=8", "model.hidden=32"]}
-OPTIMS = {"sgd": ["optim.name='sgd'", "optim.lr=0.1"], "adam": ["optim.name='adam'",
-                                                               "optim.lr=0.001"]}
+MODELS = {
+    "mlp": ["model.name='mlp'", "model.hidden=[64, 32]"],
+    "simple_cnn": ["model.name='simple_cnn'", "model.filters=8", "model.hidden=32"],
+}
+OPTIMS = {
+    "sgd": ["optim.name='sgd'", "optim.lr=0.1"],
+    "adam": ["optim.name='adam'", "optim.lr=0.001"],
+}
 
 
 @pytest.mark.numerics
@@ -56,8 +69,9 @@ def test_world_sizes_1_2_4_train_the_same_model(launcher, mnist_h5, tmp_path, mo
     1e-15); another data order moves the parameters by more than 1e-3 (the next test).
     """
     settings = SMALL + FLOAT64 + MODELS[model] + OPTIMS[optim]
-    results = {n: train_dump(launcher, n, tmp_path / f"n{n}", mnist_h5, *settings)
-               for n in (1, 2, 4)}
+    results = {
+        n: train_dump(launcher, n, tmp_path / f"n{n}", mnist_h5, *settings) for n in (1, 2, 4)
+    }
     for n, params in results.items():
         for rank, p in enumerate(params):  # guarantee 1: replicas are bitwise identical
             assert np.array_equal(p, params[0]), f"-n {n}: rank {rank} differs from rank 0"
@@ -82,8 +96,18 @@ def test_a_different_sample_order_is_detected(launcher, mnist_h5, tmp_path):
 @pytest.mark.parametrize("name", ["mlp", "simple_cnn", "deep_cnn"])
 def test_allreduced_gradient_equals_the_whole_batch_gradient(launcher, name):
     """float64, one step: the bound of tests/numerics.py (1.7e-10; measured: below 2e-15)."""
-    job = run_job([launcher, "-n", "3", sys.executable, str(SCRIPTS / "gradient_check.py"),
-                   name, str(trajectory_tolerance(steps=1))], timeout=90)
+    job = run_job(
+        [
+            launcher,
+            "-n",
+            "3",
+            sys.executable,
+            str(SCRIPTS / "gradient_check.py"),
+            name,
+            str(trajectory_tolerance(steps=1)),
+        ],
+        timeout=90,
+    )
     assert job.returncode == 0, job.output
     assert job.output.count("max |distributed - whole batch|") == 3
 
@@ -97,8 +121,14 @@ def test_local_mode_equals_mpirun_n1(launcher, mnist_h5, tmp_path):
 
 
 def _train(launcher, n, mnist_h5, tmp_path, *settings, timeout=90):
-    command = [*mpinet_command(), "train", "--data", str(mnist_h5), "--run-dir",
-               str(tmp_path / "run")]
+    command = [
+        *mpinet_command(),
+        "train",
+        "--data",
+        str(mnist_h5),
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
     for s in settings:
         command += ["--set", s]
     if n:
@@ -108,16 +138,26 @@ def _train(launcher, n, mnist_h5, tmp_path, *settings, timeout=90):
 
 @pytest.mark.parametrize("kind", ["raise", "kill"])
 def test_a_failing_rank_ends_the_job_within_30_seconds(launcher, mnist_h5, tmp_path, kind):
-    job = _train(launcher, 4, mnist_h5, tmp_path, "model.name='mlp'", "train.fail_rank=2",
-                 "train.fail_step=3", f"train.fail_kind='{kind}'", timeout=90)
+    job = _train(
+        launcher,
+        4,
+        mnist_h5,
+        tmp_path,
+        "model.name='mlp'",
+        "train.fail_rank=2",
+        "train.fail_step=3",
+        f"train.fail_kind='{kind}'",
+        timeout=90,
+    )
     ended = time.localtime()
     assert job.returncode != 0
     # From the log line just before step 0 (start-up of 4 ranks on 2 cores excluded):
     started = re.search(r"^(\d\d):(\d\d):(\d\d) .*global batch", job.stderr, re.M)
     assert started, job.stderr
     h, m, sec = map(int, started.groups())
-    seconds = (ended.tm_hour * 3600 + ended.tm_min * 60 + ended.tm_sec
-               - (h * 3600 + m * 60 + sec)) % 86400
+    seconds = (
+        ended.tm_hour * 3600 + ended.tm_min * 60 + ended.tm_sec - (h * 3600 + m * 60 + sec)
+    ) % 86400
     assert seconds <= 30, f"the job ended {seconds} s after training started"
     if kind == "raise":
         assert "rank 2/4" in job.stderr and "fault injection" in job.stderr
@@ -125,8 +165,18 @@ def test_a_failing_rank_ends_the_job_within_30_seconds(launcher, mnist_h5, tmp_p
 
 
 def test_seven_ranks_train_on_60000_samples(launcher, mnist_h5, tmp_path):
-    job = _train(launcher, 7, mnist_h5, tmp_path, "model.name='mlp'", "train.batch_size=70",
-                 "train.max_steps=30", "model.hidden=[32]", "optim.lr=0.005", timeout=120)
+    job = _train(
+        launcher,
+        7,
+        mnist_h5,
+        tmp_path,
+        "model.name='mlp'",
+        "train.batch_size=70",
+        "train.max_steps=30",
+        "model.hidden=[32]",
+        "optim.lr=0.005",
+        timeout=120,
+    )
     assert job.returncode == 0, job.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["world_size"] == 7 and summary["steps"] == 30
@@ -148,20 +198,34 @@ def test_an_indivisible_global_batch_is_one_line_before_any_work(launcher, mnist
 def test_a_config_error_is_one_line_on_every_world_size(launcher, mnist_h5, tmp_path):
     job = _train(launcher, 2, mnist_h5, tmp_path, "optim.lerning_rate=0.1")
     assert job.returncode == 2
-    assert re.search(r"ERROR config key optim.lerning_rate \(--set\): unknown; expected one "
-                     r"of optim.name, .*; did you mean optim.lr\?$", job.stderr, re.M), job.stderr
+    assert re.search(
+        r"ERROR config key optim.lerning_rate \(--set\): unknown; expected one "
+        r"of optim.name, .*; did you mean optim.lr\?$",
+        job.stderr,
+        re.M,
+    ), job.stderr
     assert job.stderr.count("ERROR") == 1 and "Traceback" not in job.stderr
 
 
 def test_local_training_writes_the_run_directory(mnist_h5, tmp_path):
-    job = _train(None, 0, mnist_h5, tmp_path, "model.name='mlp'", "train.max_steps=40",
-                 "train.eval_every=20")
+    job = _train(
+        None, 0, mnist_h5, tmp_path, "model.name='mlp'", "train.max_steps=40", "train.eval_every=20"
+    )
     assert job.returncode == 0, job.output
     run = tmp_path / "run"
     history = [json.loads(line) for line in (run / "history.jsonl").open()]
     assert [h["step"] for h in history] == [20, 40]
-    assert set(history[0]) >= {"epoch", "step", "train_loss", "train_accuracy", "test_loss",
-                               "test_accuracy", "lr", "samples_per_second", "elapsed_seconds"}
+    assert set(history[0]) >= {
+        "epoch",
+        "step",
+        "train_loss",
+        "train_accuracy",
+        "test_loss",
+        "test_accuracy",
+        "lr",
+        "samples_per_second",
+        "elapsed_seconds",
+    }
     assert history[-1]["test_samples"] == 10000
     assert "model" in (run / "config.toml").read_text()
     summary = json.loads((run / "summary.json").read_text())
@@ -173,8 +237,9 @@ def test_gradient_accumulation_equals_the_whole_batch(launcher, mnist_h5, tmp_pa
     """accumulate=2 on 2 ranks: two micro-batches of 24 per step = one global batch of 48."""
     settings = SMALL + FLOAT64 + MODELS["mlp"] + OPTIMS["sgd"]
     whole = train_dump(launcher, 0, tmp_path / "whole", mnist_h5, *settings)[0]
-    accumulated = train_dump(launcher, 2, tmp_path / "acc", mnist_h5, *settings,
-                             "optim.accumulate=2")[0]
+    accumulated = train_dump(
+        launcher, 2, tmp_path / "acc", mnist_h5, *settings, "optim.accumulate=2"
+    )[0]
     assert np.abs(accumulated - whole).max() / np.abs(whole).max() < TOLERANCE
 
 
@@ -183,8 +248,9 @@ def test_synchronised_batchnorm_sees_the_global_batch(launcher, mnist_h5, tmp_pa
     """sync_bn on 2 ranks = BatchNorm over the whole batch alone; plain BN on 2 ranks is not."""
     settings = SMALL + FLOAT64 + MODELS["mlp"] + OPTIMS["sgd"] + ["model.batchnorm=true"]
     alone = train_dump(launcher, 0, tmp_path / "alone", mnist_h5, *settings)[0]
-    synced = train_dump(launcher, 2, tmp_path / "sync", mnist_h5, *settings,
-                        "model.sync_bn=true")[0]
+    synced = train_dump(launcher, 2, tmp_path / "sync", mnist_h5, *settings, "model.sync_bn=true")[
+        0
+    ]
     local = train_dump(launcher, 2, tmp_path / "local", mnist_h5, *settings)[0]
     scale = np.abs(alone).max()
     assert np.abs(synced - alone).max() / scale < TOLERANCE
@@ -192,8 +258,16 @@ def test_synchronised_batchnorm_sees_the_global_batch(launcher, mnist_h5, tmp_pa
 
 
 def test_a_non_finite_gradient_stops_every_rank_with_one_line(launcher, mnist_h5, tmp_path):
-    job = _train(launcher, 2, mnist_h5, tmp_path, "model.name='mlp'", "optim.name='sgd'",
-                 "optim.lr=1e30", "optim.schedule='constant'")
+    job = _train(
+        launcher,
+        2,
+        mnist_h5,
+        tmp_path,
+        "model.name='mlp'",
+        "optim.name='sgd'",
+        "optim.lr=1e30",
+        "optim.schedule='constant'",
+    )
     assert job.returncode == 2, job.output
     errors = [line for line in job.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and re.search(r"step \d+: the gradient is not finite", errors[0])
@@ -204,9 +278,22 @@ def test_blas_threads_are_pinned_per_rank(launcher, mnist_h5, tmp_path):
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(name)
     cores = len(os.sched_getaffinity(0))
-    command = [launcher, "-n", "4", *mpinet_command(), "train", "--data", str(mnist_h5),
-               "--run-dir", str(tmp_path / "run"), "--log-all-ranks", "--set",
-               "model.name='mlp'", "--set", "train.max_steps=2"]
+    command = [
+        launcher,
+        "-n",
+        "4",
+        *mpinet_command(),
+        "train",
+        "--data",
+        str(mnist_h5),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--log-all-ranks",
+        "--set",
+        "model.name='mlp'",
+        "--set",
+        "train.max_steps=2",
+    ]
     job = run_job(command, timeout=90, env=env)
     assert job.returncode == 0, job.output
     threads = re.findall(r"(\d+) BLAS thread\(s\) each: .*?(\d+)\)\]", job.stderr)

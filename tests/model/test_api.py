@@ -58,15 +58,23 @@ def test_uint8_pixels_are_refused_with_one_line_saying_divide_by_255(net, pixels
     with pytest.raises(ValueError) as error:
         call(net, method, pixels)
     message = str(error.value)
-    assert message == ("Network input: got uint8 pixels (0..255); expected floats in [0, 1]; "
-                       "divide by 255 first (x / 255), as mpinet's data pipeline does")
+    assert message == (
+        "Network input: got uint8 pixels (0..255); expected floats in [0, 1]; "
+        "divide by 255 first (x / 255), as mpinet's data pipeline does"
+    )
 
 
-@pytest.mark.parametrize("x", [np.ones((3, 784), np.int64), [[1] * 784] * 3,
-                               np.ones((3, 784), np.uint16)], ids=["int64", "list", "uint16"])
+@pytest.mark.parametrize(
+    "x",
+    [np.ones((3, 784), np.int64), [[1] * 784] * 3, np.ones((3, 784), np.uint16)],
+    ids=["int64", "list", "uint16"],
+)
 def test_any_integer_input_is_refused(net, x):
-    with pytest.raises(ValueError, match=r"^Network input: got (int64|uint16) integers; "
-                                         r"expected floats \(pixels in \[0, 1\]\); convert"):
+    with pytest.raises(
+        ValueError,
+        match=r"^Network input: got (int64|uint16) integers; "
+        r"expected floats \(pixels in \[0, 1\]\); convert",
+    ):
         net.classify(x)
 
 
@@ -97,9 +105,13 @@ def blas_report(arguments="", **env):
     only come from limit_threads."""
     unset = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MPINET_BLAS_THREADS")
     base = {k: v for k, v in os.environ.items() if k not in unset}
-    return subprocess.run([sys.executable, "-c", REPORT % arguments],
-                          env={**base, "OPENBLAS_NUM_THREADS": "2", **env},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", REPORT % arguments],
+        env={**base, "OPENBLAS_NUM_THREADS": "2", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_limit_threads_reads_MPINET_BLAS_THREADS_and_caps_blas():
@@ -130,7 +142,8 @@ def test_a_bad_MPINET_BLAS_THREADS_is_one_line():
     assert job.returncode != 0
     assert job.stderr.strip().splitlines()[-1] == (
         "ValueError: MPINET_BLAS_THREADS: got 'two'; expected a whole number >= 1; set it to "
-        "e.g. 1, or unset it to leave BLAS alone")
+        "e.g. 1, or unset it to leave BLAS alone"
+    )
 
 
 def test_limit_threads_refuses_a_bad_n():

@@ -42,12 +42,20 @@ def test_round_trip_is_bitwise(saved):
     assert ckpt.optimizer["name"] == "adam" and ckpt.optimizer["iter"] == 2
     assert ckpt.optimizer["m"].tobytes() == opt.m.tobytes()
     assert ckpt.optimizer["v"].tobytes() == opt.v.tobytes()
-    assert ckpt.optimizer["hyperparameters"] == {"lr": 0.001, "beta1": 0.9, "beta2": 0.999,
-                                                 "eps": 1e-7}
+    assert ckpt.optimizer["hyperparameters"] == {
+        "lr": 0.001,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "eps": 1e-7,
+    }
     for key, value in META.items():
         assert ckpt.meta[key] == value and type(ckpt.meta[key]) is type(value), key
-    assert set(ckpt.meta) == set(META) | {"mpinet_version", "numpy_version", "h5py_version",
-                                          "created"}
+    assert set(ckpt.meta) == set(META) | {
+        "mpinet_version",
+        "numpy_version",
+        "h5py_version",
+        "created",
+    }
     with h5py.File(path, "r") as f:
         assert f.attrs["format_version"] == FORMAT_VERSION == 2
         assert len(f.attrs["meta_sha256"]) == 64
@@ -85,8 +93,11 @@ def test_an_optimizer_before_its_first_step_and_no_optimizer(tmp_path):
     net = build({"name": "mlp", "hidden": [10]})
     save(tmp_path / "a.h5", net, create("momentum"), {"step": 0})
     assert read(tmp_path / "a.h5").optimizer == {
-        "name": "momentum", "iter": 0, "v": None,
-        "hyperparameters": {"lr": 0.01, "momentum": 0.9}}
+        "name": "momentum",
+        "iter": 0,
+        "v": None,
+        "hyperparameters": {"lr": 0.01, "momentum": 0.9},
+    }
     save(tmp_path / "b.h5", net, meta={"step": 0})
     ckpt = read(tmp_path / "b.h5")
     assert ckpt.optimizer is None
@@ -119,19 +130,31 @@ def test_rng_state_round_trips_through_meta(tmp_path):
     assert np.array_equal(other.random(4), expected)
 
 
-@pytest.mark.parametrize("meta, message", [
-    ({"step": 1, "dtype": "x"}, "checkpoint meta: key dtype is reserved; expected a key of "
-                                "step, epoch, .*; save\\(\\) writes dtype itself, leave it out"),
-    ({"step": 1, "order": [1, 2]}, "checkpoint meta: key order is unknown; expected one of step"),
-    ({"step": -3}, "checkpoint meta: step is -3; expected an integer >= 0; pass a value"),
-    ({"step": True}, "checkpoint meta: step is a boolean True; expected an integer >= 0"),
-    ({"step": "600"}, "checkpoint meta: step is the text '600'; expected an integer >= 0"),
-    ({"step": 1, "test_accuracy": 1.5}, "test_accuracy is 1.5; expected a float in \\[0, 1\\]"),
-    ({"step": 1, "running": "[[1, 2]]"}, "running is '\\[\\[1, 2\\]\\]'; expected JSON text of a "
-                                         "list of \\[loss sum, correct, samples\\]"),
-    ({"step": 1, "config": "[data"}, "config is '\\[data'; expected TOML text"),
-    ({"epoch": 1}, "checkpoint meta: step is missing; expected an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        (
+            {"step": 1, "dtype": "x"},
+            "checkpoint meta: key dtype is reserved; expected a key of "
+            "step, epoch, .*; save\\(\\) writes dtype itself, leave it out",
+        ),
+        (
+            {"step": 1, "order": [1, 2]},
+            "checkpoint meta: key order is unknown; expected one of step",
+        ),
+        ({"step": -3}, "checkpoint meta: step is -3; expected an integer >= 0; pass a value"),
+        ({"step": True}, "checkpoint meta: step is a boolean True; expected an integer >= 0"),
+        ({"step": "600"}, "checkpoint meta: step is the text '600'; expected an integer >= 0"),
+        ({"step": 1, "test_accuracy": 1.5}, "test_accuracy is 1.5; expected a float in \\[0, 1\\]"),
+        (
+            {"step": 1, "running": "[[1, 2]]"},
+            "running is '\\[\\[1, 2\\]\\]'; expected JSON text of a "
+            "list of \\[loss sum, correct, samples\\]",
+        ),
+        ({"step": 1, "config": "[data"}, "config is '\\[data'; expected TOML text"),
+        ({"epoch": 1}, "checkpoint meta: step is missing; expected an integer >= 0"),
+    ],
+)
 def test_bad_meta_is_refused_before_writing(tmp_path, meta, message):
     with pytest.raises(CheckpointError, match=message) as error:
         save(tmp_path / "c.h5", build({"name": "mlp", "hidden": [10]}), meta=meta)
@@ -185,8 +208,9 @@ def changed(change, reseal=False):
 
 def add_dataset(f, name, data):
     """A dataset as save() writes one: with the sha256 of its bytes."""
-    f.create_dataset(name, data=data).attrs["sha256"] = __import__("hashlib").sha256(
-        np.ascontiguousarray(data).tobytes()).hexdigest()
+    f.create_dataset(name, data=data).attrs["sha256"] = (
+        __import__("hashlib").sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+    )
 
 
 def write_nan(f):
@@ -201,35 +225,61 @@ CORRUPT = "; the file is corrupt, use an earlier checkpoint"
 # The array checks; every rule about attributes and members is in test_checkpoint_schema.py.
 # reseal=True: meta_sha256 recomputed after the edit, so the check behind it is reached.
 DAMAGE = {
-    "flipped bytes": (flip_bytes, "/params/affine1.W does not match its sha256 attribute; "
-                                  "expected the bytes that were saved" + CORRUPT),
-    "truncated": (truncate, r"not a readable HDF5 file \(.*\); expected a checkpoint; it is "
-                            r"truncated or damaged, use another"),
+    "flipped bytes": (
+        flip_bytes,
+        "/params/affine1.W does not match its sha256 attribute; "
+        "expected the bytes that were saved" + CORRUPT,
+    ),
+    "truncated": (
+        truncate,
+        r"not a readable HDF5 file \(.*\); expected a checkpoint; it is "
+        r"truncated or damaged, use another",
+    ),
     "not HDF5": (lambda p: p.write_bytes(b"step = 600\n" * 200), "not a readable HDF5 file"),
-    "other spec": (changed(lambda f: f.attrs.modify("model_spec", json.dumps(
-        {**SPEC, "hidden": 32})), reseal=True),
+    "other spec": (
+        changed(
+            lambda f: f.attrs.modify("model_spec", json.dumps({**SPEC, "hidden": 32})), reseal=True
+        ),
         r"/params/affine1.W has float32 \(576, 16\); the model spec needs float32 "
-        r"\(576, 32\)" + CORRUPT),
-    "bad spec": (changed(lambda f: f.attrs.modify("model_spec", '{"name": "resnet"}'), True),
-                 "attribute model_spec is not a spec this mpinet builds \\(model.name: got "
-                 "'resnet'.*\\); expected one of its model specs; use a matching mpinet version"),
-    "missing array": (changed(lambda f: f.__delitem__("params/affine2.b")),
-                      r"/params/affine2.b is missing; expected a float32 array of shape "
-                      r"\(10,\)" + CORRUPT),
-    "missing state": (changed(lambda f: f.__delitem__("state/bn1.running_var")),
-                      "/state/bn1.running_var is missing"),
-    "extra array": (changed(lambda f: add_dataset(f, "params/affine9.W", np.zeros(2))),
-                    "/params/affine9.W is not in the layout of its model_spec; expected only "
-                    "conv1.W, conv1.b, .*, affine2.b" + CORRUPT),
-    "wrong dtype": (changed(lambda f: (f.__delitem__("params/conv1.b"),
-                                       add_dataset(f, "params/conv1.b", np.zeros(4)))),
-                    r"/params/conv1.b has float64 \(4,\); the model spec needs float32"),
-    "non-finite": (changed(write_nan), "/params/conv1.b holds NaN or Inf; expected finite "
-                                       "numbers .*; use an earlier checkpoint"),
-    "optimizer state": (changed(lambda f: f.__delitem__("optimizer/v")),
-                        "/optimizer/v is missing"),
-    "optimizer array": (changed(lambda f: add_dataset(f, "optimizer/h", np.zeros(3))),
-                        "/optimizer/h is not part of adam's state; expected only m, v"),
+        r"\(576, 32\)" + CORRUPT,
+    ),
+    "bad spec": (
+        changed(lambda f: f.attrs.modify("model_spec", '{"name": "resnet"}'), True),
+        "attribute model_spec is not a spec this mpinet builds \\(model.name: got "
+        "'resnet'.*\\); expected one of its model specs; use a matching mpinet version",
+    ),
+    "missing array": (
+        changed(lambda f: f.__delitem__("params/affine2.b")),
+        r"/params/affine2.b is missing; expected a float32 array of shape "
+        r"\(10,\)" + CORRUPT,
+    ),
+    "missing state": (
+        changed(lambda f: f.__delitem__("state/bn1.running_var")),
+        "/state/bn1.running_var is missing",
+    ),
+    "extra array": (
+        changed(lambda f: add_dataset(f, "params/affine9.W", np.zeros(2))),
+        "/params/affine9.W is not in the layout of its model_spec; expected only "
+        "conv1.W, conv1.b, .*, affine2.b" + CORRUPT,
+    ),
+    "wrong dtype": (
+        changed(
+            lambda f: (
+                f.__delitem__("params/conv1.b"),
+                add_dataset(f, "params/conv1.b", np.zeros(4)),
+            )
+        ),
+        r"/params/conv1.b has float64 \(4,\); the model spec needs float32",
+    ),
+    "non-finite": (
+        changed(write_nan),
+        "/params/conv1.b holds NaN or Inf; expected finite numbers .*; use an earlier checkpoint",
+    ),
+    "optimizer state": (changed(lambda f: f.__delitem__("optimizer/v")), "/optimizer/v is missing"),
+    "optimizer array": (
+        changed(lambda f: add_dataset(f, "optimizer/h", np.zeros(3))),
+        "/optimizer/h is not part of adam's state; expected only m, v",
+    ),
 }
 
 
@@ -252,8 +302,12 @@ def test_a_missing_file(tmp_path):
 
 # -- readable with standard HDF5 tools -----------------------------------------------------
 
-PLAIN_TYPES = (h5py.h5t.TypeStringID, h5py.h5t.TypeIntegerID, h5py.h5t.TypeFloatID,
-               h5py.h5t.TypeEnumID)  # an enum only for bool (HDF5's FALSE/TRUE)
+PLAIN_TYPES = (
+    h5py.h5t.TypeStringID,
+    h5py.h5t.TypeIntegerID,
+    h5py.h5t.TypeFloatID,
+    h5py.h5t.TypeEnumID,
+)  # an enum only for bool (HDF5's FALSE/TRUE)
 
 
 def test_only_numbers_and_strings(saved):

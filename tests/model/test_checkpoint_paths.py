@@ -57,18 +57,23 @@ def test_a_directory_without_a_valid_checkpoint_is_one_line(run, tmp_path):
     with pytest.raises(CheckpointError) as error:
         resolve(run)
     text = str(error.value)
-    assert text.startswith(f"checkpoint folder {folder}: none of its 3 checkpoint(s) is valid "
-                           f"(the newest: checkpoint {folder / 'ckpt-00000300.h5'}: not a "
-                           f"readable HDF5 file")
-    assert text.endswith("; expected at least one; restore them from a copy or start a fresh "
-                         "run") and "\n" not in text
+    assert text.startswith(
+        f"checkpoint folder {folder}: none of its 3 checkpoint(s) is valid "
+        f"(the newest: checkpoint {folder / 'ckpt-00000300.h5'}: not a "
+        f"readable HDF5 file"
+    )
+    assert (
+        text.endswith("; expected at least one; restore them from a copy or start a fresh run")
+        and "\n" not in text
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CheckpointError) as error:
         load(empty)
     assert str(error.value) == (
         f"run directory {empty}: no checkpoint (no ckpt-<step>.h5 in {empty}); expected a run "
-        f"that saved one; train it further, or pass a checkpoint file")
+        f"that saved one; train it further, or pass a checkpoint file"
+    )
 
 
 def test_bad_pointers_and_missing_paths_are_one_line(run):
@@ -78,11 +83,15 @@ def test_bad_pointers_and_missing_paths_are_one_line(run):
         read(folder / "best")
     assert str(error.value) == (
         f"checkpoint pointer {folder / 'best'}: names ckpt-00000999.h5, which does not exist; "
-        f"expected a file beside it; pass the run directory to use its newest valid checkpoint")
+        f"expected a file beside it; pass the run directory to use its newest valid checkpoint"
+    )
     (folder / "latest").write_text("../../etc/passwd\n")  # only a sibling's name is a pointer
-    with pytest.raises(CheckpointError, match=r"checkpoint pointer .*latest: holds "
-                                              r"b'../../etc/passwd\\n'; expected the name of a "
-                                              r"ckpt-<step>.h5 file beside it"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint pointer .*latest: holds "
+        r"b'../../etc/passwd\\n'; expected the name of a "
+        r"ckpt-<step>.h5 file beside it",
+    ):
         resolve(folder / "latest")
     assert resolve(run) == folder / "ckpt-00000300.h5"  # a directory passes a bad pointer over
     missing = run / "nothing.h5"
@@ -90,7 +99,8 @@ def test_bad_pointers_and_missing_paths_are_one_line(run):
         load(missing)
     assert str(error.value) == (
         f"checkpoint {missing}: no such file or directory; expected a checkpoint file, a run "
-        f"directory or its checkpoints/latest; check the path")
+        f"directory or its checkpoints/latest; check the path"
+    )
 
 
 def test_a_text_file_that_is_not_a_pointer_is_reported_as_not_hdf5(tmp_path):

@@ -50,6 +50,6 @@ def test_mean_squared_error_matches_the_book():
 
 def test_numerical_gradient_of_the_books_function():
     x = np.array([3.0, 4.0])
-    g = numerical_gradient(lambda: float(np.sum(x ** 2)), x)
+    g = numerical_gradient(lambda: float(np.sum(x**2)), x)
     np.testing.assert_allclose(g, [6.0, 8.0], rtol=1e-6)
     assert np.array_equal(x, [3.0, 4.0])  # restored after perturbation

@@ -35,8 +35,10 @@ def _assert_close(name, analytic, numeric):
     if bad.any():
         err = relative_error(analytic, numeric)
         i = np.unravel_index(np.argmax(err), err.shape)
-        raise AssertionError(f"{name}: worst relative error {err[i]:.3g} at {i}: "
-                             f"backprop {analytic[i]!r} vs numerical {numeric[i]!r}")
+        raise AssertionError(
+            f"{name}: worst relative error {err[i]:.3g} at {i}: "
+            f"backprop {analytic[i]!r} vs numerical {numeric[i]!r}"
+        )
 
 
 def _params(shapes, rng):
@@ -55,20 +57,26 @@ def _make(kind, rng):
         p, g = _params({"W": (12, 3), "b": (3,)}, rng)
         return Affine(p["W"], p["b"], g["W"], g["b"]), rng.standard_normal((2, 3, 2, 2)), p, g
     if kind.startswith("conv"):
-        stride, pad = {"conv": (1, 0), "conv_pad": (1, 1), "conv_stride": (2, 1),
-                       "conv_pad2": (1, 2)}[kind]
+        stride, pad = {
+            "conv": (1, 0),
+            "conv_pad": (1, 1),
+            "conv_stride": (2, 1),
+            "conv_pad2": (1, 2),
+        }[kind]
         p, g = _params({"W": (3, 2, 3, 3), "b": (3,)}, rng)
         layer = Convolution(p["W"], p["b"], g["W"], g["b"], stride=stride, pad=pad)
         return layer, rng.standard_normal((2, 7, 6, 2)), p, g
     if kind.startswith("bn"):
         p, g = _params({"gamma": (4,), "beta": (4,)}, rng)
-        layer = BatchNormalization(p["gamma"], p["beta"], g["gamma"], g["beta"],
-                                   np.zeros(4), np.ones(4))
+        layer = BatchNormalization(
+            p["gamma"], p["beta"], g["gamma"], g["beta"], np.zeros(4), np.ones(4)
+        )
         x = rng.standard_normal((6, 4) if kind == "bn" else (2, 3, 3, 4))
         return layer, x, p, g
     if kind.startswith("pool"):
-        size, stride, pad = {"pool": (2, 2, 0), "pool_overlap": (3, 1, 0),
-                             "pool_pad": (2, 2, 1)}[kind]
+        size, stride, pad = {"pool": (2, 2, 0), "pool_overlap": (3, 1, 0), "pool_pad": (2, 2, 1)}[
+            kind
+        ]
         # distinct values: the max must not sit on a tie for a finite difference to be valid
         x = rng.permutation(2 * 6 * 6 * 3).reshape(2, 6, 6, 3) / 10.0
         return Pooling(size, size, stride, pad), x, {}, {}
@@ -83,8 +91,24 @@ def _make(kind, rng):
     raise KeyError(kind)
 
 
-KINDS = ["affine", "affine_4d", "conv", "conv_pad", "conv_stride", "conv_pad2", "bn", "bn_4d",
-         "pool", "pool_overlap", "pool_pad", "relu", "sigmoid", "tanh", "flatten", "to_nhwc"]
+KINDS = [
+    "affine",
+    "affine_4d",
+    "conv",
+    "conv_pad",
+    "conv_stride",
+    "conv_pad2",
+    "bn",
+    "bn_4d",
+    "pool",
+    "pool_overlap",
+    "pool_pad",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "flatten",
+    "to_nhwc",
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -129,7 +153,7 @@ def _conv_reference(x, W, b, stride, pad):
     out = np.zeros((N, FN, OH, OW))
     for i in range(OH):
         for j in range(OW):
-            patch = xp[:, :, i * stride:i * stride + FH, j * stride:j * stride + FW]
+            patch = xp[:, :, i * stride : i * stride + FH, j * stride : j * stride + FW]
             out[:, :, i, j] = np.tensordot(patch, W, axes=([1, 2, 3], [1, 2, 3])) + b
     return out
 
@@ -222,10 +246,18 @@ def test_batchnorm_running_statistics_and_eval(rng):
 
 def test_batchnorm_with_identity_allreduce_equals_local(rng):
     x = rng.standard_normal((8, 3))
-    local = BatchNormalization(np.ones(3), np.zeros(3), np.zeros(3), np.zeros(3),
-                               np.zeros(3), np.ones(3))
-    synced = BatchNormalization(np.ones(3), np.zeros(3), np.zeros(3), np.zeros(3),
-                                np.zeros(3), np.ones(3), allreduce=lambda a: a)
+    local = BatchNormalization(
+        np.ones(3), np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3), np.ones(3)
+    )
+    synced = BatchNormalization(
+        np.ones(3),
+        np.zeros(3),
+        np.zeros(3),
+        np.zeros(3),
+        np.zeros(3),
+        np.ones(3),
+        allreduce=lambda a: a,
+    )
     np.testing.assert_allclose(local.forward(x), synced.forward(x), atol=1e-12)
     d = rng.standard_normal((8, 3))
     np.testing.assert_allclose(local.backward(d), synced.backward(d), atol=1e-12)
@@ -243,7 +275,8 @@ def test_mul_and_add_layers_follow_the_book():
 
 
 def test_affine_names_the_layer_on_a_shape_mismatch():
-    layer = Affine(np.zeros((100, 10)), np.zeros(10), np.zeros((100, 10)), np.zeros(10),
-                   name="affine2")
+    layer = Affine(
+        np.zeros((100, 10)), np.zeros(10), np.zeros((100, 10)), np.zeros(10), name="affine2"
+    )
     with pytest.raises(ValueError, match=r"Affine 'affine2': expected input with 100 features"):
         layer.forward(np.zeros((64, 50)))

@@ -14,21 +14,59 @@ from mpinet.model.optimizers import create
 
 SPECS = {
     "mlp_relu": {"name": "mlp", "hidden": [10, 8], "input_shape": [1, 4, 4]},
-    "mlp_sigmoid_xavier": {"name": "mlp", "hidden": [10, 8], "activation": "sigmoid",
-                           "init": "xavier", "input_shape": [1, 4, 4]},
-    "mlp_tanh_decay": {"name": "mlp", "hidden": [7], "activation": "tanh",
-                       "weight_decay": 0.1, "input_shape": [1, 4, 4]},
-    "mlp_bn_dropout": {"name": "mlp", "hidden": [10, 8], "batchnorm": True, "dropout": 0.3,
-                       "input_shape": [1, 4, 4]},
-    "simple_cnn": {"name": "simple_cnn", "filters": 3, "filter_size": 3, "hidden": 6,
-                   "init": 0.3, "input_shape": [1, 8, 8]},
-    "simple_cnn_bn_pad": {"name": "simple_cnn", "filters": 3, "filter_size": 3, "pad": 1,
-                          "hidden": 6, "batchnorm": True, "input_shape": [2, 6, 6]},
-    "deep_cnn": {"name": "deep_cnn", "filters": [2, 2, 3, 3, 4, 4], "hidden": 5,
-                 "input_shape": [1, 12, 12]},
-    "deep_cnn_bn_decay": {"name": "deep_cnn", "filters": [2, 2, 3, 3, 4, 4], "hidden": 5,
-                          "batchnorm": True, "weight_decay": 0.01, "dropout": 0.0,
-                          "input_shape": [1, 12, 12]},
+    "mlp_sigmoid_xavier": {
+        "name": "mlp",
+        "hidden": [10, 8],
+        "activation": "sigmoid",
+        "init": "xavier",
+        "input_shape": [1, 4, 4],
+    },
+    "mlp_tanh_decay": {
+        "name": "mlp",
+        "hidden": [7],
+        "activation": "tanh",
+        "weight_decay": 0.1,
+        "input_shape": [1, 4, 4],
+    },
+    "mlp_bn_dropout": {
+        "name": "mlp",
+        "hidden": [10, 8],
+        "batchnorm": True,
+        "dropout": 0.3,
+        "input_shape": [1, 4, 4],
+    },
+    "simple_cnn": {
+        "name": "simple_cnn",
+        "filters": 3,
+        "filter_size": 3,
+        "hidden": 6,
+        "init": 0.3,
+        "input_shape": [1, 8, 8],
+    },
+    "simple_cnn_bn_pad": {
+        "name": "simple_cnn",
+        "filters": 3,
+        "filter_size": 3,
+        "pad": 1,
+        "hidden": 6,
+        "batchnorm": True,
+        "input_shape": [2, 6, 6],
+    },
+    "deep_cnn": {
+        "name": "deep_cnn",
+        "filters": [2, 2, 3, 3, 4, 4],
+        "hidden": 5,
+        "input_shape": [1, 12, 12],
+    },
+    "deep_cnn_bn_decay": {
+        "name": "deep_cnn",
+        "filters": [2, 2, 3, 3, 4, 4],
+        "hidden": 5,
+        "batchnorm": True,
+        "weight_decay": 0.01,
+        "dropout": 0.0,
+        "input_shape": [1, 12, 12],
+    },
 }
 
 
@@ -38,6 +76,7 @@ def _sampled_check(net, x, t, samples=6, h=1e-6):
     h = 1e-6 (not the book's 1e-4): ReLU + max pooling are piecewise linear, and a smaller
     step is less likely to cross a kink; float64 keeps the rounding error near 1e-10.
     """
+
     def loss():
         net.dropout_rng.bit_generator.state = rng_state  # the same dropout masks every time
         return net.loss(x, t)
@@ -60,7 +99,8 @@ def _sampled_check(net, x, t, samples=6, h=1e-6):
             a = analytic.reshape(-1)[i]
             assert np.isclose(a, numeric, rtol=1e-4, atol=1e-6), (
                 f"{name}[{i}]: backprop {a!r} vs numerical {numeric!r} "
-                f"(relative error {relative_error(a, numeric):.3g})")
+                f"(relative error {relative_error(a, numeric):.3g})"
+            )
 
 
 @pytest.mark.numerics
@@ -79,8 +119,15 @@ def test_network_gradient_check(key):
 def test_book_architectures_and_shapes():
     deep = build({"name": "deep_cnn"})
     assert [n for n in deep.params if n.endswith(".W")] == [
-        "conv1.W", "conv2.W", "conv3.W", "conv4.W", "conv5.W", "conv6.W", "affine1.W",
-        "affine2.W"]
+        "conv1.W",
+        "conv2.W",
+        "conv3.W",
+        "conv4.W",
+        "conv5.W",
+        "conv6.W",
+        "affine1.W",
+        "affine2.W",
+    ]
     assert deep.params["conv1.W"].shape == (16, 1, 3, 3)
     assert deep.params["affine1.W"].shape == (64 * 4 * 4, 50)  # conv4 padded by 2, as the book
     simple = build({"name": "simple_cnn"})
@@ -88,14 +135,23 @@ def test_book_architectures_and_shapes():
     assert simple.params["affine1.W"].shape == (30 * 12 * 12, 100)
     assert np.std(simple.params["affine1.W"]) == pytest.approx(0.01, rel=0.02)  # book's std
     mlp = build({"name": "mlp", "hidden": [100, 50]})
-    assert [p.shape for p in mlp.params.values()] == [(784, 100), (100,), (100, 50), (50,),
-                                                      (50, 10), (10,)]
+    assert [p.shape for p in mlp.params.values()] == [
+        (784, 100),
+        (100,),
+        (100, 50),
+        (50,),
+        (50, 10),
+        (10,),
+    ]
     assert np.std(mlp.params["affine1.W"]) == pytest.approx(np.sqrt(2 / 784), rel=0.02)
 
 
 def test_unknown_spec_key_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"model.hiden: not a key .*hidden.* did you mean "
-                                         r"model.hidden\?"):
+    with pytest.raises(
+        ValueError,
+        match=r"model.hiden: not a key .*hidden.* did you mean "
+        r"model.hidden\?",
+    ):
         build({"name": "mlp", "hiden": [10]})
     with pytest.raises(ValueError, match="model.name: got 'resnet'; expected one of mlp"):
         build({"name": "resnet"})
@@ -135,8 +191,14 @@ def test_layout_is_identical_across_hash_seeds():
     outputs = set()
     for seed in ("0", "1", "12345"):
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        out = subprocess.run([sys.executable, "-c", LAYOUT_SCRIPT], env=env, check=True,
-                             capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", LAYOUT_SCRIPT],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         outputs.add(out)
     assert len(outputs) == 1 and "conv1.W" in outputs.pop()
 
@@ -179,8 +241,13 @@ def test_predict_accuracy_and_evaluate_agree():
     assert y.shape == (250, 10)
     # Other batch sizes may round float32 logits differently (tests/numerics.py): a label
     # may change only where the top two logits are that close; the losses within the bound.
-    layers = [(net.params[f"affine{i}.W"].astype(np.float64),
-               net.params[f"affine{i}.b"].astype(np.float64)) for i in (1, 2)]
+    layers = [
+        (
+            net.params[f"affine{i}.W"].astype(np.float64),
+            net.params[f"affine{i}.b"].astype(np.float64),
+        )
+        for i in (1, 2)
+    ]
     logit_bound = affine_relu_logit_bound(layers, x, np.float32)
     flips = ambiguous_samples(y.astype(np.float64), logit_bound)
     correct = int(np.sum(y.argmax(1) == t))
@@ -189,8 +256,9 @@ def test_predict_accuracy_and_evaluate_agree():
     assert n == 250 and abs(evaluated - correct) <= flips
     assert abs(loss_sum / n - net.loss(x, t, train=False)) <= mean_loss_bound(logit_bound)
     # 10 float32 probabilities, each within a few roundings: their sum within 10 * 4u of 1.
-    np.testing.assert_allclose(net.predict_proba(x).sum(1), 1, rtol=0,
-                               atol=40 * unit_roundoff(np.float32))
+    np.testing.assert_allclose(
+        net.predict_proba(x).sum(1), 1, rtol=0, atol=40 * unit_roundoff(np.float32)
+    )
 
 
 def test_a_small_mlp_learns():

@@ -33,8 +33,10 @@ def test_flat_update_equals_per_tensor_update(name, rng):
     shapes = [(3, 4), (4,), (2, 3, 5)]
     sizes = [int(np.prod(s)) for s in shapes]
     flat = rng.standard_normal(sum(sizes))
-    tensors = [t.reshape(s).copy() for t, s in zip(np.split(flat, np.cumsum(sizes)[:-1]),
-                                                   shapes, strict=True)]
+    tensors = [
+        t.reshape(s).copy()
+        for t, s in zip(np.split(flat, np.cumsum(sizes)[:-1]), shapes, strict=True)
+    ]
     flat_opt = create(name, lr=0.05)
     per_tensor = [create(name, lr=0.05) for _ in shapes]
     for _ in range(5):
@@ -55,8 +57,9 @@ def test_state_of_zero_gradients_never_stays_denormal(name, dtype):
     decays into that range; entry 1 keeps a gradient, and its state stays normal."""
     tiny = np.finfo(dtype).tiny
     opt = create(name, lr=0.01)
-    opt.load_state_dict({"iter": 0, **{k: np.array([1.1 * tiny, 0.1], dtype)
-                                       for k in DECAYING[name]}})
+    opt.load_state_dict(
+        {"iter": 0, **{k: np.array([1.1 * tiny, 0.1], dtype) for k in DECAYING[name]}}
+    )
     p, g = np.ones(2, dtype), np.array([0.0, 0.5], dtype)
     seen = False
     for _ in range(3 * FLUSH_EVERY):
@@ -88,13 +91,16 @@ def test_state_dict_round_trip_continues_identically(name, rng):
     assert p1.dtype == np.float32  # float32 stays float32
 
 
-@pytest.mark.parametrize("name,kwargs,message", [
-    ("adam", {"lr": -0.001}, r"Adam: lr must be > 0, got -0.001"),
-    ("momentum", {"momentum": 1.5}, r"Momentum: momentum must be in \[0, 1\), got 1.5"),
-    ("rmsprop", {"decay_rate": 1.0}, r"RMSprop: decay_rate must be in \[0, 1\)"),
-    ("sgd", {"momentum": 0.9}, r"optimizer 'sgd': .*momentum"),
-    ("adamw", {}, r"unknown optimizer 'adamw'; valid names: \['adagrad', 'adam'"),
-])
+@pytest.mark.parametrize(
+    "name,kwargs,message",
+    [
+        ("adam", {"lr": -0.001}, r"Adam: lr must be > 0, got -0.001"),
+        ("momentum", {"momentum": 1.5}, r"Momentum: momentum must be in \[0, 1\), got 1.5"),
+        ("rmsprop", {"decay_rate": 1.0}, r"RMSprop: decay_rate must be in \[0, 1\)"),
+        ("sgd", {"momentum": 0.9}, r"optimizer 'sgd': .*momentum"),
+        ("adamw", {}, r"unknown optimizer 'adamw'; valid names: \['adagrad', 'adam'"),
+    ],
+)
 def test_bad_hyperparameters_are_named(name, kwargs, message):
     with pytest.raises(ValueError, match=message):
         create(name, **kwargs)

@@ -37,8 +37,9 @@ def test_pool_then_relu_equals_relu_then_pool(rng):
     out_a = pool_a.forward(relu_a.forward(x))
     out_b = relu_b.forward(pool_b.forward(x))
     np.testing.assert_array_equal(out_a, out_b)
-    np.testing.assert_array_equal(relu_a.backward(pool_a.backward(dout)),
-                                  pool_b.backward(relu_b.backward(dout)))
+    np.testing.assert_array_equal(
+        relu_a.backward(pool_a.backward(dout)), pool_b.backward(relu_b.backward(dout))
+    )
 
 
 @pytest.mark.parametrize("stride,pad", [(1, 0), (1, 1), (1, 2), (2, 1), (3, 0)])
@@ -74,8 +75,7 @@ def test_im2col_equals_the_definition(channels, rng):
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("need_dx", [True, False])
 @pytest.mark.parametrize("channels,size,pad", [(1, 5, 0), (3, 3, 1), (2, 3, 2), (2, 3, 0)])
-def test_conv_with_fused_pooling_equals_conv_then_pooling(relu, need_dx, channels, size, pad,
-                                                          rng):
+def test_conv_with_fused_pooling_equals_conv_then_pooling(relu, need_dx, channels, size, pad, rng):
     """conv(pool=True, relu=relu) == conv, Pooling(2, 2, 2), then Relu if relu.
 
     Integer data: exact sums, and many tied maxima for the routing to get right.
@@ -84,8 +84,9 @@ def test_conv_with_fused_pooling_equals_conv_then_pooling(relu, need_dx, channel
     x = rng.integers(-2, 3, (3, 9, 9, channels)).astype(np.float64)
     W = rng.integers(-1, 2, (4, channels, size, size)).astype(np.float64)
     b = rng.integers(-1, 2, 4).astype(np.float64)
-    fused = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), pad=pad, need_dx=need_dx,
-                        pool=True, relu=relu)
+    fused = Convolution(
+        W, b, np.zeros_like(W), np.zeros_like(b), pad=pad, need_dx=need_dx, pool=True, relu=relu
+    )
     conv = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), pad=pad, need_dx=need_dx)
     pool, act = Pooling(2, 2, stride=2), Relu()
     out = fused.forward(x)

@@ -16,11 +16,13 @@ from mpinet.worker.config import load_config, model_spec, to_toml
 
 def train_and_save(data_h5, out, overrides=(), steps=300):
     """An MLP (one hidden layer of 64) trained `steps` steps on `data_h5`, saved to `out`."""
-    cfg = load_config(None, ["model.name='mlp'", "model.hidden=[64]",
-                             f"data.path='{data_h5}'", *overrides])
+    cfg = load_config(
+        None, ["model.name='mlp'", "model.hidden=[64]", f"data.path='{data_h5}'", *overrides]
+    )
     net, opt = build(model_spec(cfg), seed=0), create("adam", lr=0.003)
-    batches = TrainBatches(data_h5, global_batch=100, rank=0, world_size=1, seed=0,
-                           shape="flat", prefetch=False)
+    batches = TrainBatches(
+        data_h5, global_batch=100, rank=0, world_size=1, seed=0, shape="flat", prefetch=False
+    )
     for _, (x, t) in zip(range(steps), batches.epoch(0), strict=False):
         net.loss(x, t)
         net.backward()
@@ -46,8 +48,11 @@ def fashion_h5(shared_data, tmp_path_factory):
 @pytest.fixture(scope="session")
 def fashion_checkpoint(fashion_h5, tmp_path_factory):
     """An MLP trained for 300 steps on Fashion-MNIST (about 82% on its test set)."""
-    return train_and_save(fashion_h5, tmp_path_factory.mktemp("fashion-run") /
-                          "ckpt-00000300.h5", ["data.dataset='fashion-mnist'"])
+    return train_and_save(
+        fashion_h5,
+        tmp_path_factory.mktemp("fashion-run") / "ckpt-00000300.h5",
+        ["data.dataset='fashion-mnist'"],
+    )
 
 
 @pytest.fixture(scope="session")

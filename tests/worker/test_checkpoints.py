@@ -36,8 +36,7 @@ def names(run_dir):
 def test_keep_last_and_the_latest_pointer(tmp_path):
     checkpoints = CheckpointDir(tmp_path, keep_last=3)
     save_steps(checkpoints, [100, 200, 300, 400, 500])
-    assert names(tmp_path) == ["ckpt-00000300.h5", "ckpt-00000400.h5", "ckpt-00000500.h5",
-                               "latest"]
+    assert names(tmp_path) == ["ckpt-00000300.h5", "ckpt-00000400.h5", "ckpt-00000500.h5", "latest"]
     assert (tmp_path / "checkpoints" / "latest").read_text() == "ckpt-00000500.h5\n"
     assert checkpoints.latest() == tmp_path / "checkpoints" / "ckpt-00000500.h5"
     assert checkpoints.last_seconds > 0
@@ -48,8 +47,13 @@ def test_keep_best_keeps_the_most_accurate(tmp_path):
     save_steps(checkpoints, [1, 2, 3, 4, 5], accuracies=[0.5, 0.9, 0.6, 0.95, 0.7])
     assert names(tmp_path) == ["best", "ckpt-00000004.h5", "ckpt-00000005.h5", "latest"]
     save_steps(checkpoints, [6, 7], accuracies=[0.8, 0.85])
-    assert names(tmp_path) == ["best", "ckpt-00000004.h5", "ckpt-00000006.h5",
-                               "ckpt-00000007.h5", "latest"]
+    assert names(tmp_path) == [
+        "best",
+        "ckpt-00000004.h5",
+        "ckpt-00000006.h5",
+        "ckpt-00000007.h5",
+        "latest",
+    ]
     assert read(checkpoints.best()).meta["test_accuracy"] == 0.95
 
 
@@ -103,8 +107,10 @@ def test_find_resume_refuses_a_directory_whose_checkpoints_are_all_invalid(tmp_p
         with pytest.raises(CheckpointError) as error:
             find_resume(tmp_path)
     message = str(error.value)
-    assert message.startswith(f"checkpoint folder {folder}: none of its 2 checkpoint(s) is "
-                              f"valid (the newest: checkpoint {folder / 'ckpt-00000200.h5'}: ")
+    assert message.startswith(
+        f"checkpoint folder {folder}: none of its 2 checkpoint(s) is "
+        f"valid (the newest: checkpoint {folder / 'ckpt-00000200.h5'}: "
+    )
     assert message.endswith("restore them from a copy or start a fresh run")
     assert "\n" not in message and caplog.text.count("skipping checkpoint") == 2
 
@@ -117,7 +123,8 @@ def test_a_pointer_to_a_missing_file_is_one_line(tmp_path):
         find_resume(pointer)
     assert str(error.value) == (
         f"checkpoint pointer {pointer}: names ckpt-00000999.h5, which does not exist; expected "
-        f"a file beside it; pass the run directory to use its newest valid checkpoint")
+        f"a file beside it; pass the run directory to use its newest valid checkpoint"
+    )
     assert find_resume(tmp_path).meta["step"] == 100  # the directory: the next valid one
 
 
@@ -156,8 +163,12 @@ def test_sigkill_at_any_moment_of_a_save_loses_nothing(tmp_path):
     rand = random.Random(5)
     reported, mid_write = 0, 0
     for _ in range(8):
-        proc = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path)],
-                                stdout=subprocess.PIPE, text=True, env=job_environment())
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=job_environment(),
+        )
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rand.uniform(0, 0.4))
         proc.send_signal(signal.SIGKILL)

@@ -21,12 +21,21 @@ ort = pytest.importorskip("onnxruntime", reason="ONNX TESTS SKIPPED: pip install
 # Every net of the registry (a new one without an export fails here), and the layers each
 # option adds: BatchNorm, dropout (the identity at inference), other activations.
 VARIANTS = {
-    "mlp": [["model.hidden=[32, 16]", "model.batchnorm=true", "model.dropout=0.2"],
-            ["model.hidden=[24]", "model.activation='sigmoid'"],
-            ["model.hidden=[24]", "model.activation='tanh'", "data.normalize='standard'"]],
-    "simple_cnn": [["model.filters=6", "model.hidden=20"],
-                   ["model.filters=4", "model.filter_size=3", "model.pad=1", "model.stride=2",
-                    "model.batchnorm=true"]],
+    "mlp": [
+        ["model.hidden=[32, 16]", "model.batchnorm=true", "model.dropout=0.2"],
+        ["model.hidden=[24]", "model.activation='sigmoid'"],
+        ["model.hidden=[24]", "model.activation='tanh'", "data.normalize='standard'"],
+    ],
+    "simple_cnn": [
+        ["model.filters=6", "model.hidden=20"],
+        [
+            "model.filters=4",
+            "model.filter_size=3",
+            "model.pad=1",
+            "model.stride=2",
+            "model.batchnorm=true",
+        ],
+    ],
     "deep_cnn": [["model.filters=[4, 4, 6, 6, 8, 8]", "model.hidden=16"]],
 }
 CASES = [(name, settings) for name in sorted(PLANS) for settings in VARIANTS.get(name, [[]])]
@@ -36,8 +45,16 @@ def trained_checkpoint(mnist_h5, out, name, settings, steps=3):
     """A few real training steps (BatchNorm statistics move), saved as the loop saves."""
     cfg = load_config(None, [f"model.name='{name}'", f"data.path='{mnist_h5}'", *settings])
     shape = "flat" if name == "mlp" else "image"
-    batches = TrainBatches(mnist_h5, global_batch=50, rank=0, world_size=1, seed=0,
-                           shape=shape, normalize=cfg.data.normalize, prefetch=False)
+    batches = TrainBatches(
+        mnist_h5,
+        global_batch=50,
+        rank=0,
+        world_size=1,
+        seed=0,
+        shape=shape,
+        normalize=cfg.data.normalize,
+        prefetch=False,
+    )
     net, opt = build(model_spec(cfg), seed=0), create("adam", lr=0.01)
     for _, (x, t) in zip(range(steps), batches.epoch(0), strict=False):
         net.loss(x, t)
@@ -49,22 +66,21 @@ def trained_checkpoint(mnist_h5, out, name, settings, steps=3):
     return save(out, net, opt, meta), net, batches.stats
 
 
-@pytest.mark.parametrize("name,settings", CASES, ids=[f"{n}-{i}" for i, (n, _) in
-                                                      enumerate(CASES)])
-def test_every_network_exports_to_onnx_with_the_same_scores(mnist_h5, tmp_path, name,
-                                                             settings):
-    ckpt, net, stats = trained_checkpoint(mnist_h5, tmp_path / "ckpt-00000003.h5", name,
-                                          settings)
+@pytest.mark.parametrize("name,settings", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+def test_every_network_exports_to_onnx_with_the_same_scores(mnist_h5, tmp_path, name, settings):
+    ckpt, net, stats = trained_checkpoint(mnist_h5, tmp_path / "ckpt-00000003.h5", name, settings)
     out = tmp_path / "model.onnx"
-    job = run_job([*mpinet_command(), "export", str(ckpt), "--format", "onnx", "--out",
-                   str(out)], timeout=60)
+    job = run_job(
+        [*mpinet_command(), "export", str(ckpt), "--format", "onnx", "--out", str(out)], timeout=60
+    )
     assert job.returncode == 0, job.output
     assert job.stdout.startswith(f"wrote {out}: {name} from {ckpt}")
     model = onnx.load(out)
     onnx.checker.check_model(model)
     ops = {node.op_type for node in model.graph.node}
-    assert "Dropout" not in ops and ("BatchNormalization" in ops) == any("batchnorm" in s
-                                                                          for s in settings)
+    assert "Dropout" not in ops and ("BatchNormalization" in ops) == any(
+        "batchnorm" in s for s in settings
+    )
     with h5py.File(mnist_h5, "r") as f:
         pixels = f["test/images"][:200].astype(np.float32) / 255  # what a user feeds ONNX
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -80,8 +96,9 @@ def test_every_network_exports_to_onnx_with_the_same_scores(mnist_h5, tmp_path, 
 
 def test_fashion_class_names_are_in_the_metadata(fashion_checkpoint, tmp_path):
     out = tmp_path / "fashion.onnx"
-    job = run_job([*mpinet_command(), "export", str(fashion_checkpoint), "--out", str(out)],
-                  timeout=60)
+    job = run_job(
+        [*mpinet_command(), "export", str(fashion_checkpoint), "--out", str(out)], timeout=60
+    )
     assert job.returncode == 0, job.output
     props = {p.key: p.value for p in onnx.load(out).metadata_props}
     assert props["dataset"] == "fashion-mnist"
@@ -99,8 +116,9 @@ def test_a_bad_checkpoint_is_one_line_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("dtype,bits", [("float16", 11), ("bfloat16", 8)])
-def test_16_bit_checkpoints_load_everywhere_and_keep_the_accuracy(checkpoint, mnist_h5,
-                                                                   tmp_path, dtype, bits):
+def test_16_bit_checkpoints_load_everywhere_and_keep_the_accuracy(
+    checkpoint, mnist_h5, tmp_path, dtype, bits
+):
     """Weights rounded to `bits` significant bits: a label may change only where the two top
     logits lie within the bound of that rounding (tests/numerics.py)."""
     from numerics import affine_relu_logit_bound, ambiguous_samples
@@ -108,8 +126,20 @@ def test_16_bit_checkpoints_load_everywhere_and_keep_the_accuracy(checkpoint, mn
     from mpinet.model import load
 
     small = tmp_path / f"small-{dtype}.h5"
-    job = run_job([*mpinet_command(), "export", str(checkpoint), "--format", "h5", "--dtype",
-                   dtype, "--out", str(small)], timeout=60)
+    job = run_job(
+        [
+            *mpinet_command(),
+            "export",
+            str(checkpoint),
+            "--format",
+            "h5",
+            "--dtype",
+            dtype,
+            "--out",
+            str(small),
+        ],
+        timeout=60,
+    )
     assert job.returncode == 0, job.output
     assert small.stat().st_size < 0.4 * checkpoint.stat().st_size  # 16 of 32 bits, no Adam
     with h5py.File(small, "r") as f:
@@ -119,9 +149,14 @@ def test_16_bit_checkpoints_load_everywhere_and_keep_the_accuracy(checkpoint, mn
     with h5py.File(mnist_h5, "r") as f:
         x = f["test/images"][:].reshape(-1, 784).astype(np.float32) / 255
         t = f["test/labels"][:]
-    layers = [(full.params[f"affine{i}.W"].astype(np.float64),
-               full.params[f"affine{i}.b"].astype(np.float64)) for i in (1, 2)]
-    bound = affine_relu_logit_bound(layers, x, np.float32, rounding=2.0 ** -bits)
+    layers = [
+        (
+            full.params[f"affine{i}.W"].astype(np.float64),
+            full.params[f"affine{i}.b"].astype(np.float64),
+        )
+        for i in (1, 2)
+    ]
+    bound = affine_relu_logit_bound(layers, x, np.float32, rounding=2.0**-bits)
     flips = ambiguous_samples(full.predict(x).astype(np.float64), bound)
     moved = abs(int((half.classify(x) == t).sum()) - int((full.classify(x) == t).sum()))
     assert moved <= flips, (moved, flips)
@@ -132,10 +167,26 @@ def test_16_bit_checkpoints_load_everywhere_and_keep_the_accuracy(checkpoint, mn
 
 def test_a_16_bit_checkpoint_cannot_resume_training(checkpoint, mnist_h5, tmp_path):
     small = tmp_path / "small.h5"
-    assert run_job([*mpinet_command(), "export", str(checkpoint), "--format", "h5", "--out",
-                    str(small)], timeout=60).returncode == 0
-    job = run_job([*mpinet_command(), "train", "--data", str(mnist_h5), "--run-dir",
-                   str(tmp_path / "run"), "--resume", str(small)], timeout=60)
+    assert (
+        run_job(
+            [*mpinet_command(), "export", str(checkpoint), "--format", "h5", "--out", str(small)],
+            timeout=60,
+        ).returncode
+        == 0
+    )
+    job = run_job(
+        [
+            *mpinet_command(),
+            "train",
+            "--data",
+            str(mnist_h5),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--resume",
+            str(small),
+        ],
+        timeout=60,
+    )
     assert job.returncode == 2 and "holds no optimizer state" in job.stderr, job.stderr
     assert not (tmp_path / "run").exists()
 
@@ -147,8 +198,18 @@ def test_safetensors_hold_the_weights_by_name_in_the_books_shapes(checkpoint, tm
     from mpinet.model.checkpoint import read
 
     out = tmp_path / "model.safetensors"
-    job = run_job([*mpinet_command(), "export", str(checkpoint), "--format", "safetensors",
-                   "--out", str(out)], timeout=60)
+    job = run_job(
+        [
+            *mpinet_command(),
+            "export",
+            str(checkpoint),
+            "--format",
+            "safetensors",
+            "--out",
+            str(out),
+        ],
+        timeout=60,
+    )
     assert job.returncode == 0, job.output
     tensors, ckpt = load_file(str(out)), read(checkpoint)
     assert sorted(tensors) == sorted(ckpt.params)  # an mlp without BatchNorm: no state

@@ -33,8 +33,9 @@ def test_eval_alone_and_under_mpiexec_count_the_same(checkpoint, mnist_h5):
     alone = eval_json(mpinet_command() + ["eval", str(checkpoint), "--json"])
     if mpiexec() is None:
         pytest.skip("no mpiexec: only the single-process eval ran")
-    three = eval_json([mpiexec(), "-n", "3"] + mpinet_command() +
-                      ["eval", str(checkpoint), "--json"])
+    three = eval_json(
+        [mpiexec(), "-n", "3"] + mpinet_command() + ["eval", str(checkpoint), "--json"]
+    )
     assert alone["samples"] == three["samples"] == 10000
     assert alone["ranks"] == 1 and three["ranks"] == 3
     assert alone["data"] == str(mnist_h5)  # the data file named in the stored config
@@ -46,8 +47,13 @@ def test_eval_alone_and_under_mpiexec_count_the_same(checkpoint, mnist_h5):
     # Haswell kernel, 0 with SkylakeX). The bound: gamma(K+1) per affine propagated to the
     # logits, then to the mean loss (tests/numerics.py); float64 sums of 10000 losses add
     # 2e-12 more. A label can change only where the two top logits are within the bound.
-    layers = [(net.params[f"affine{i}.W"].astype(np.float64),
-               net.params[f"affine{i}.b"].astype(np.float64)) for i in (1, 2)]
+    layers = [
+        (
+            net.params[f"affine{i}.W"].astype(np.float64),
+            net.params[f"affine{i}.b"].astype(np.float64),
+        )
+        for i in (1, 2)
+    ]
     logit_bound = affine_relu_logit_bound(layers, x, np.float32)
     flips = ambiguous_samples(net.predict(x).astype(np.float64), logit_bound)
     moved = np.abs(np.array(alone["confusion_matrix"]) - three["confusion_matrix"]).sum()
@@ -89,12 +95,23 @@ def test_predict_makes_a_photographed_digit_look_like_mnist(checkpoint, test_dig
         paths.append(tmp_path / f"digit{i}.png")
         paths[-1].write_bytes(as_png(digit))
     np.save(tmp_path / "originals.npy", digits)
-    job = run_job(mpinet_command() + ["predict", str(checkpoint), *map(str, paths),
-                                      str(tmp_path / "originals.npy"), "--json", "--top", "2"])
+    job = run_job(
+        mpinet_command()
+        + [
+            "predict",
+            str(checkpoint),
+            *map(str, paths),
+            str(tmp_path / "originals.npy"),
+            "--json",
+            "--top",
+            "2",
+        ]
+    )
     assert job.returncode == 0, job.output
     rows = json.loads(job.stdout)["predictions"]
     assert [r["input"] for r in rows[N_DIGITS:]] == [
-        f"{tmp_path / 'originals.npy'}[{i}]" for i in range(N_DIGITS)]
+        f"{tmp_path / 'originals.npy'}[{i}]" for i in range(N_DIGITS)
+    ]
     from_png = [r["label"] for r in rows[:N_DIGITS]]
     from_mnist = [r["label"] for r in rows[N_DIGITS:]]
     assert sum(a == b for a, b in zip(from_png, from_mnist, strict=True)) >= N_DIGITS - 1
@@ -102,20 +119,24 @@ def test_predict_makes_a_photographed_digit_look_like_mnist(checkpoint, test_dig
     assert all(len(r["top"]) == 2 and abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
 
 
-@pytest.mark.parametrize("fmt, mode, scale", [("PNG", "L", 5), ("JPEG", "L", 5),
-                                              ("PPM", "L", 5), ("PNG", "RGBA", 5),
-                                              ("PNG", "L", 40)])
+@pytest.mark.parametrize(
+    "fmt, mode, scale",
+    [("PNG", "L", 5), ("JPEG", "L", 5), ("PPM", "L", 5), ("PNG", "RGBA", 5), ("PNG", "L", 40)],
+)
 def test_preprocessing_inverts_crops_and_centres(test_digits, fmt, mode, scale):
     digits, _ = test_digits
-    for digit in digits[:N_DIGITS if scale < 10 else 3]:
+    for digit in digits[: N_DIGITS if scale < 10 else 3]:
         made = image_from_bytes(as_png(digit, scale, fmt=fmt, mode=mode))
         assert made.shape == (28, 28) and made.min() >= 0 and made.max() == 1
         rows, cols = np.indices(made.shape)
         centre = (rows * made).sum() / made.sum(), (cols * made).sum() / made.sum()
         assert np.allclose(centre, 14, atol=0.51), centre  # MNIST's centre of mass
         # The same picture as the original, give or take the rounding of one pixel's shift.
-        r = max(np.corrcoef(np.roll(made, (dy, dx), (0, 1)).ravel(), digit.ravel())[0, 1]
-                for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        r = max(
+            np.corrcoef(np.roll(made, (dy, dx), (0, 1)).ravel(), digit.ravel())[0, 1]
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        )
         assert r > 0.9, f"{fmt} {mode}: correlation {r:.2f} with the MNIST original"
 
 
@@ -140,11 +161,15 @@ BAD_INPUTS = {
     "text.png": (b"this is not an image", "not an image Pillow can read"),
     "cut.png": ("truncated", "cannot be decoded"),
     "blank.png": (Image.new("L", (60, 40), 250), "the image is blank"),
-    "huge.png": (Image.new("L", (5000, 2), 0),
-                 "5000x2 pixels; expected at most 4096x4096; scale it down"),
+    "huge.png": (
+        Image.new("L", (5000, 2), 0),
+        "5000x2 pixels; expected at most 4096x4096; scale it down",
+    ),
     "shape.npy": (np.zeros((3, 27, 27), np.uint8), r"shape \(3, 27, 27\); expected"),
-    "range.npy": (np.full((1, 784), 3.0),
-                  r"float pixels outside 0..1 \(or not finite\); expected 0..1; scale them"),
+    "range.npy": (
+        np.full((1, 784), 3.0),
+        r"float pixels outside 0..1 \(or not finite\); expected 0..1; scale them",
+    ),
     "empty.npy": (np.zeros((0, 784), np.uint8), "with n >= 1"),
     "text.npy": (np.array(["7"] * 784), "dtype <U1; expected numbers"),
     "pickle.npy": (b"\x93NUMPY garbage", "not a readable .npy array"),
@@ -168,5 +193,7 @@ def test_missing_file_and_bad_top(checkpoint, tmp_path, capsys):
     assert main(["predict", str(checkpoint), str(tmp_path / "nothing.png")]) == 2
     assert "nothing.png: no such file" in capsys.readouterr().err
     assert main(["predict", str(checkpoint), str(tmp_path / "x.png"), "--top", "11"]) == 2
-    assert capsys.readouterr().err == ("mpinet predict: error: --top 11: out of range; expected "
-                                       "1..10 (the network's classes); pass a K in that range\n")
+    assert capsys.readouterr().err == (
+        "mpinet predict: error: --top 11: out of range; expected "
+        "1..10 (the network's classes); pass a K in that range\n"
+    )

@@ -14,8 +14,18 @@ from mpinet.data import class_names
 from mpinet.worker.predict import Predictor
 from mpinet.worker.serve import make_server
 
-NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-         "Bag", "Ankle boot"]  # zalandoresearch/fashion-mnist, in label order
+NAMES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]  # zalandoresearch/fashion-mnist, in label order
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +68,9 @@ def test_predict_prints_the_article_names(fashion_checkpoint, articles, tmp_path
 def test_predict_json_has_a_name_beside_each_label(fashion_checkpoint, articles, tmp_path):
     images, _ = articles
     np.save(tmp_path / "a.npy", images[:4])
-    out = json.loads(mpinet("predict", fashion_checkpoint, tmp_path / "a.npy", "--json",
-                            "--top", "2"))
+    out = json.loads(
+        mpinet("predict", fashion_checkpoint, tmp_path / "a.npy", "--json", "--top", "2")
+    )
     assert out["dataset"] == "fashion-mnist" and out["checkpoint"] == str(fashion_checkpoint)
     top, _ = expected_top(fashion_checkpoint, images[:4], k=2)
     for row, order in zip(out["predictions"], top, strict=True):
@@ -76,8 +87,10 @@ def test_eval_reports_per_class_accuracy_by_name(fashion_checkpoint, fashion_h5)
     assert text[3] == "per-class accuracy:"
     for label, line in enumerate(text[4:14]):
         row = matrix[label]
-        assert line == (f"  {label} {NAMES[label]:<11}  {row[label] / row.sum():.4f}  "
-                        f"({row[label]}/{row.sum()})")
+        assert line == (
+            f"  {label} {NAMES[label]:<11}  {row[label] / row.sum():.4f}  "
+            f"({row[label]}/{row.sum()})"
+        )
 
 
 def test_eval_of_an_mnist_network_on_fashion_data_is_refused(checkpoint, fashion_h5):
@@ -86,7 +99,8 @@ def test_eval_of_an_mnist_network_on_fashion_data_is_refused(checkpoint, fashion
     lines = job.stderr.splitlines()
     assert len(lines) == 1 and lines[0].endswith(
         f"ERROR data file {fashion_h5}: holds fashion-mnist; expected mnist, the data set "
-        f"checkpoint {checkpoint} was trained on; pass a mnist file to --data"), lines
+        f"checkpoint {checkpoint} was trained on; pass a mnist file to --data"
+    ), lines
 
 
 def test_serve_answers_with_the_name(fashion_checkpoint, articles):
@@ -101,7 +115,8 @@ def test_serve_answers_with_the_name(fashion_checkpoint, articles):
         top, _ = expected_top(fashion_checkpoint, images[:3], k=1)
         assert code == 200
         assert [(p["label"], p["name"]) for p in answer["predictions"]] == [
-            (k, NAMES[k]) for k in top[:, 0]]
+            (k, NAMES[k]) for k in top[:, 0]
+        ]
         assert request(url + "/healthz")[1]["dataset"] == "fashion-mnist"
     finally:
         server.shutdown()

@@ -39,8 +39,10 @@ def test_eval_of_a_run_directory_uses_its_newest_valid_checkpoint(run_dir, check
     assert job.returncode == 0, job.output
     report = json.loads(job.stdout)
     assert report["checkpoint"] == str(chosen)
-    assert f"skipping checkpoint {run_dir / 'checkpoints' / 'ckpt-00000400.h5'}: not a " \
-           f"readable HDF5 file" in job.stderr
+    assert (
+        f"skipping checkpoint {run_dir / 'checkpoints' / 'ckpt-00000400.h5'}: not a "
+        f"readable HDF5 file" in job.stderr
+    )
     direct = json.loads(mpinet("eval", checkpoint, "--json").stdout)
     assert report["accuracy"] == direct["accuracy"] > 0.9  # the same network, the same data
     assert report["confusion_matrix"] == direct["confusion_matrix"]
@@ -54,8 +56,9 @@ def test_eval_of_the_latest_pointer_prints_the_file_it_names(run_dir):
     assert job.stdout.splitlines()[0] == f"checkpoint {folder / 'ckpt-00000300.h5'}"
 
 
-def test_predict_of_a_run_directory_names_the_file_and_predicts_with_it(run_dir, test_digits,
-                                                                       tmp_path):
+def test_predict_of_a_run_directory_names_the_file_and_predicts_with_it(
+    run_dir, test_digits, tmp_path
+):
     digits, labels = test_digits
     np.save(tmp_path / "digits.npy", digits)
     job = mpinet("predict", run_dir, tmp_path / "digits.npy", "--json")
@@ -72,16 +75,23 @@ def test_predict_of_a_run_directory_names_the_file_and_predicts_with_it(run_dir,
 
 def test_serve_of_a_run_directory_logs_the_file_it_serves(run_dir):
     chosen = run_dir / "checkpoints" / "ckpt-00000300.h5"
-    proc = subprocess.Popen(mpinet_command() + ["serve", str(run_dir), "--port", "0"],
-                            stderr=subprocess.PIPE, text=True, env=job_environment())
+    proc = subprocess.Popen(
+        mpinet_command() + ["serve", str(run_dir), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=job_environment(),
+    )
     try:
         lines = [proc.stderr.readline() for _ in range(2)]
         assert "WARNING skipping checkpoint" in lines[0], lines
         assert f"INFO serving {chosen} on http://127.0.0.1:" in lines[1], lines
         url = lines[1].split("http://", 1)[1].split()[0]
         code, health = request(f"http://{url}/healthz")
-        assert code == 200 and health == {"status": "ok", "checkpoint": str(chosen),
-                                          "dataset": "mnist"}
+        assert code == 200 and health == {
+            "status": "ok",
+            "checkpoint": str(chosen),
+            "dataset": "mnist",
+        }
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
@@ -93,7 +103,8 @@ def test_a_run_directory_without_checkpoints_is_one_line(tmp_path):
     lines = job.stderr.splitlines()
     assert len(lines) == 1 and lines[0].endswith(
         f"ERROR run directory {tmp_path}: no checkpoint (no ckpt-<step>.h5 in {tmp_path}); "
-        f"expected a run that saved one; train it further, or pass a checkpoint file")
+        f"expected a run that saved one; train it further, or pass a checkpoint file"
+    )
 
 
 def tampered(checkpoint, tmp_path, change):
@@ -105,20 +116,27 @@ def tampered(checkpoint, tmp_path, change):
 
 
 TAMPERING = {
-    "negative step": (lambda f: f.attrs.modify("step", -3),
-                      "attribute step is -3; expected an integer >= 0; " + CORRUPT),
-    "edited step": (lambda f: f.attrs.modify("step", 301),
-                    "attribute meta_sha256 does not match the root and /optimizer attributes; "
-                    "expected them as saved (one was changed since); " + CORRUPT),
-    "extra group": (lambda f: f.create_group("notes"),
-                    "/notes is an unknown group; expected only the groups /params, /state and "
-                    "/optimizer; the file was not written by mpinet or was edited, use another"),
+    "negative step": (
+        lambda f: f.attrs.modify("step", -3),
+        "attribute step is -3; expected an integer >= 0; " + CORRUPT,
+    ),
+    "edited step": (
+        lambda f: f.attrs.modify("step", 301),
+        "attribute meta_sha256 does not match the root and /optimizer attributes; "
+        "expected them as saved (one was changed since); " + CORRUPT,
+    ),
+    "extra group": (
+        lambda f: f.create_group("notes"),
+        "/notes is an unknown group; expected only the groups /params, /state and "
+        "/optimizer; the file was not written by mpinet or was edited, use another",
+    ),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(TAMPERING))
-def test_eval_of_a_tampered_checkpoint_is_one_line_naming_file_and_member(checkpoint, tmp_path,
-                                                                         kind):
+def test_eval_of_a_tampered_checkpoint_is_one_line_naming_file_and_member(
+    checkpoint, tmp_path, kind
+):
     change, message = TAMPERING[kind]
     path = tampered(checkpoint, tmp_path, change)
     job = mpinet("eval", path)
@@ -128,8 +146,7 @@ def test_eval_of_a_tampered_checkpoint_is_one_line_naming_file_and_member(checkp
 
 
 @pytest.mark.mpi
-def test_eval_of_a_bad_checkpoint_under_mpiexec_is_one_line_on_every_rank(checkpoint,
-                                                                         tmp_path):
+def test_eval_of_a_bad_checkpoint_under_mpiexec_is_one_line_on_every_rank(checkpoint, tmp_path):
     if mpiexec() is None:
         pytest.skip("no mpiexec")
     change, message = TAMPERING["negative step"]
@@ -138,8 +155,9 @@ def test_eval_of_a_bad_checkpoint_under_mpiexec_is_one_line_on_every_rank(checkp
     assert job.returncode == 2, job.output
     lines = [line for line in job.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in job.output, lines
-    assert lines[0].endswith(f"ERROR loading the checkpoint and data failed on ranks 0-1: "
-                             f"checkpoint {path}: {message}"), lines
+    assert lines[0].endswith(
+        f"ERROR loading the checkpoint and data failed on ranks 0-1: checkpoint {path}: {message}"
+    ), lines
 
 
 def test_eval_help_lists_the_splits_and_the_checkpoint_forms():
@@ -159,7 +177,8 @@ def test_eval_of_a_split_the_file_lacks_is_one_line(checkpoint, mnist_h5):
     lines = job.stderr.splitlines()
     assert len(lines) == 1 and lines[0].endswith(
         f"ERROR data file {mnist_h5}: has no /val split; expected one of train, test; prepare "
-        f"a file with `mpinet prepare --val N` for /val, or pass --split test"), lines
+        f"a file with `mpinet prepare --val N` for /val, or pass --split test"
+    ), lines
 
 
 @pytest.mark.parametrize("command", ["eval", "predict"])
@@ -168,9 +187,15 @@ def test_a_reader_that_stops_early_is_not_an_error(checkpoint, test_digits, tmp_
     digits = tmp_path / "digits.npy"
     np.save(digits, np.repeat(test_digits[0], 2000, axis=0))  # more lines than a pipe holds
     argv = [*mpinet_command(), command, str(checkpoint)] + ([str(digits)] * (command == "predict"))
-    done = subprocess.run(" ".join(argv) + " | head -1; exit ${PIPESTATUS[0]}", shell=True,
-                          executable="/bin/bash", capture_output=True, text=True, timeout=60,
-                          env=job_environment())
+    done = subprocess.run(
+        " ".join(argv) + " | head -1; exit ${PIPESTATUS[0]}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=job_environment(),
+    )
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 1 and "Broken pipe" not in done.stderr
     assert "ERROR" not in done.stderr and "Traceback" not in done.stderr

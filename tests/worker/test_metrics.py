@@ -31,12 +31,18 @@ def test_a_rank_serves_its_metrics_over_http():
     cfg = load_config(None, ["metrics.port=0", "metrics.job='unit'"])
     metrics = Metrics(cfg, local())
     try:
-        times = {"data": 0.001, "forward": 0.01, "backward": 0.02, "allreduce": 0.0,
-                 "optimizer": 0.001}
+        times = {
+            "data": 0.001,
+            "forward": 0.01,
+            "backward": 0.02,
+            "allreduce": 0.0,
+            "optimizer": 0.001,
+        }
         metrics.observe_step(1, 0, 2.5, 100, times, 0.001)
         metrics.observe_step(2, 0, 2.0, 100, times, 0.001)
-        metrics.observe_eval({"train_accuracy": 0.5, "train_loss": 2.0, "test_accuracy": 0.6,
-                              "test_loss": 1.9})
+        metrics.observe_eval(
+            {"train_accuracy": 0.5, "train_loss": 2.0, "test_accuracy": 0.6, "test_loss": 1.9}
+        )
         text = scrape(metrics.port)
     finally:
         metrics.close({})
@@ -66,15 +72,20 @@ def test_no_gauge_reads_zero_before_it_has_a_value():
     metrics = Metrics(load_config(None, ["metrics.port=0"]), local())
     try:
         before = scrape(metrics.port)
-        metrics.observe_eval({"train_accuracy": 0.5, "train_loss": 2.0, "test_accuracy": 0.6,
-                              "test_loss": 1.9})
+        metrics.observe_eval(
+            {"train_accuracy": 0.5, "train_loss": 2.0, "test_accuracy": 0.6, "test_loss": 1.9}
+        )
         after = scrape(metrics.port)
     finally:
         metrics.close({})
-    for name, labels in [("mpinet_eval_accuracy", {"split": "test"}),
-                         ("mpinet_eval_loss", {"split": "train"}), ("mpinet_train_loss", {}),
-                         ("mpinet_train_accuracy", {}), ("mpinet_learning_rate", {}),
-                         ("mpinet_last_checkpoint_timestamp_seconds", {})]:
+    for name, labels in [
+        ("mpinet_eval_accuracy", {"split": "test"}),
+        ("mpinet_eval_loss", {"split": "train"}),
+        ("mpinet_train_loss", {}),
+        ("mpinet_train_accuracy", {}),
+        ("mpinet_learning_rate", {}),
+        ("mpinet_last_checkpoint_timestamp_seconds", {}),
+    ]:
         assert value(before, name, **labels) is None, name
     assert value(after, "mpinet_eval_accuracy", split="test") == 0.6
     assert value(before, "mpinet_step") == 0 and value(before, "mpinet_epoch") == 0
@@ -90,11 +101,30 @@ def test_every_rank_of_a_job_is_scraped(mnist_h5, tmp_path):
     if launcher is None:
         pytest.skip("MPI TESTS SKIPPED: no mpiexec")
     base = free_ports(2)
-    command = [launcher, "-n", "2", *mpinet_command(), "train", "--data", str(mnist_h5),
-               "--run-dir", str(tmp_path / "run"), "--set", "model.name='mlp'",
-               "--set", f"metrics.port={base}", "--set", "train.epochs=50"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")))
+    command = [
+        launcher,
+        "-n",
+        "2",
+        *mpinet_command(),
+        "train",
+        "--data",
+        str(mnist_h5),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--set",
+        "model.name='mlp'",
+        "--set",
+        f"metrics.port={base}",
+        "--set",
+        "train.epochs=50",
+    ]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")),
+    )
     try:
         seen = {}
         deadline = time.monotonic() + 60
@@ -125,5 +155,6 @@ def test_every_rank_of_a_job_is_scraped(mnist_h5, tmp_path):
     # Rank 0 logs every rank's URL at INFO (the other ranks log only warnings).
     urls = re.search(r"INFO metrics: (.*)$", stderr, re.M)
     assert urls, stderr
-    assert urls.group(1) == (f"http://127.0.0.1:{base}/metrics (rank 0), "
-                             f"http://127.0.0.1:{base + 1}/metrics (rank 1)")
+    assert urls.group(1) == (
+        f"http://127.0.0.1:{base}/metrics (rank 0), http://127.0.0.1:{base + 1}/metrics (rank 1)"
+    )

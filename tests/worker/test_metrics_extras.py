@@ -67,10 +67,16 @@ def test_off_means_no_server_and_no_calls_fail():
 
 
 def test_the_summary_registry_skips_missing_values():
-    names = metric_names(summary_registry({"final_test_accuracy": 0.9, "final_test_loss": None,
-                                           "steps": 10, "unknown": 3}))
-    assert names == {"mpinet_summary_test_accuracy", "mpinet_summary_steps",
-                     "mpinet_summary_completion_timestamp_seconds"}
+    names = metric_names(
+        summary_registry(
+            {"final_test_accuracy": 0.9, "final_test_loss": None, "steps": 10, "unknown": 3}
+        )
+    )
+    assert names == {
+        "mpinet_summary_test_accuracy",
+        "mpinet_summary_steps",
+        "mpinet_summary_completion_timestamp_seconds",
+    }
 
 
 def test_json_lines_logs_one_object_per_record(capsys):

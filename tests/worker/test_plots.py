@@ -20,8 +20,15 @@ FASHION = class_names("fashion-mnist")
 PANEL = re.compile(r"^(.+) → (.+) \((\d\.\d\d)\)$")
 
 
-def make_run(root, name="20261201-2040", dataset="mnist", model="simple_cnn", evaluations=3,
-             log_every=10, per_epoch=600):
+def make_run(
+    root,
+    name="20261201-2040",
+    dataset="mnist",
+    model="simple_cnn",
+    evaluations=3,
+    log_every=10,
+    per_epoch=600,
+):
     """A run directory as `mpinet train` leaves it: config.toml, history.jsonl (an evaluation
     every 100 steps), steps.jsonl (log_every=0: none, as in runs from before it existed).
     The data file does not exist."""
@@ -29,18 +36,33 @@ def make_run(root, name="20261201-2040", dataset="mnist", model="simple_cnn", ev
     run.mkdir(parents=True)
     (run / "config.toml").write_text(
         f'[data]\npath = "{root / "absent.h5"}"\ndataset = "{dataset}"\nnormalize = "unit"\n'
-        f'[model]\nname = "{model}"\ndtype = "float32"\n')
+        f'[model]\nname = "{model}"\ndtype = "float32"\n'
+    )
     every = 100
-    rows = [{"epoch": round(every * k / per_epoch, 4), "step": every * k,
-             "train_loss": 1 / k, "test_loss": 1.1 / k, "train_accuracy": 1 - 0.1 / k,
-             "test_accuracy": 1 - 0.12 / k, "lr": 0.001, "samples_per_second": 5000.0,
-             "elapsed_seconds": 2.0 * k, "test_samples": 10000}
-            for k in range(1, evaluations + 1)]
+    rows = [
+        {
+            "epoch": round(every * k / per_epoch, 4),
+            "step": every * k,
+            "train_loss": 1 / k,
+            "test_loss": 1.1 / k,
+            "train_accuracy": 1 - 0.1 / k,
+            "test_accuracy": 1 - 0.12 / k,
+            "lr": 0.001,
+            "samples_per_second": 5000.0,
+            "elapsed_seconds": 2.0 * k,
+            "test_samples": 10000,
+        }
+        for k in range(1, evaluations + 1)
+    ]
     write_jsonl(run / "history.jsonl", rows)
     if log_every:
-        write_jsonl(run / "steps.jsonl", [
-            {"step": s, "epoch": s / per_epoch, "train_loss": 2.0 / (1 + s / 50), "lr": 0.001}
-            for s in range(log_every, every * evaluations + 1, log_every)])
+        write_jsonl(
+            run / "steps.jsonl",
+            [
+                {"step": s, "epoch": s / per_epoch, "train_loss": 2.0 / (1 + s / 50), "lr": 0.001}
+                for s in range(log_every, every * evaluations + 1, log_every)
+            ],
+        )
     return run
 
 
@@ -64,7 +86,8 @@ def titles_of(fig):
 
 
 def test_the_end_of_a_run_draws_four_pngs_from_its_predictions_without_a_network(
-        tmp_path, monkeypatch, caplog):
+    tmp_path, monkeypatch, caplog
+):
     run = make_run(tmp_path)
     monkeypatch.setattr(plots, "predict", lambda *a: pytest.fail("re-predicted the test set"))
     with caplog.at_level(logging.INFO, logger="mpinet.worker"):
@@ -75,8 +98,10 @@ def test_the_end_of_a_run_draws_four_pngs_from_its_predictions_without_a_network
         assert path.read_bytes()[:8] == PNG, path
         assert path.stat().st_size > 10_000, path
     assert not list(run.glob("*.tmp"))
-    assert (f"plots: loss.png, accuracy.png, confusion.png, misclassified.png in {run}"
-            in caplog.messages)
+    assert (
+        f"plots: loss.png, accuracy.png, confusion.png, misclassified.png in {run}"
+        in caplog.messages
+    )
 
 
 def test_every_title_names_the_model_the_dataset_and_the_run(tmp_path):
@@ -109,8 +134,7 @@ def test_without_steps_jsonl_the_train_curve_comes_from_the_history(tmp_path):
 
 
 @pytest.mark.parametrize("evaluations, log_every", [(1, 50), (2, 10), (200, 10)])
-def test_curves_are_readable_with_one_evaluation_or_two_hundred(tmp_path, evaluations,
-                                                                log_every):
+def test_curves_are_readable_with_one_evaluation_or_two_hundred(tmp_path, evaluations, log_every):
     """(1, 50): three loss values within a factor 1.7, where a log axis shows no tick."""
     run = make_run(tmp_path, evaluations=evaluations, log_every=log_every)
     drawn, _ = plots.draw(run)
@@ -122,8 +146,11 @@ def test_curves_are_readable_with_one_evaluation_or_two_hundred(tmp_path, evalua
         assert (test.get_marker() == "o") == (evaluations <= figures.MANY), name
         FigureCanvasAgg(drawn[name]).draw()
         low, high = ax.get_ylim()
-        labels = [tick.get_text() for tick in ax.get_yticklabels()
-                  if low <= tick.get_position()[1] <= high and tick.get_text()]
+        labels = [
+            tick.get_text()
+            for tick in ax.get_yticklabels()
+            if low <= tick.get_position()[1] <= high and tick.get_text()
+        ]
         assert len(labels) >= 2, (name, low, high, labels)
 
 
@@ -152,8 +179,9 @@ def test_misclassified_panels_say_true_arrow_predicted_and_probability(tmp_path)
     images = np.zeros((4, 28, 28), np.uint8)
     predictions = plots.Predictions(t, y, p, images)
     mnist = plots.draw(make_run(tmp_path / "a"), predictions)[0]["misclassified.png"]
-    fashion = plots.draw(make_run(tmp_path / "b", dataset="fashion-mnist"),
-                         predictions)[0]["misclassified.png"]
+    fashion = plots.draw(make_run(tmp_path / "b", dataset="fashion-mnist"), predictions)[0][
+        "misclassified.png"
+    ]
     assert titles_of(mnist) == ["7 → 2 (0.91)", "6 → 0 (0.62)"]  # most confident first
     assert titles_of(fashion) == ["Sneaker → Pullover (0.91)", "Shirt → T-shirt/top (0.62)"]
     assert "2 of 4 test images misclassified" in mnist.get_suptitle()
@@ -165,7 +193,7 @@ def test_misclassified_panels_are_the_most_confident_mistakes(tmp_path):
     shown = [float(PANEL.match(title)[3]) for title in titles_of(fig)]
     wrong = np.sort(predictions.p[predictions.t != predictions.y])[::-1]
     assert len(shown) == figures.GRID_ROWS * 6
-    assert shown == [round(v, 2) for v in wrong[:len(shown)]]
+    assert shown == [round(v, 2) for v in wrong[: len(shown)]]
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
@@ -175,20 +203,22 @@ def test_no_title_overlaps_another_or_leaves_the_figure(tmp_path, dataset):
     widest = max(range(10), key=lambda k: len(names[k]))
     other = max((k for k in range(10) if k != widest), key=lambda k: len(names[k]))
     n = 60
-    predictions = plots.Predictions(np.full(n, widest), np.full(n, other), np.full(n, 1.0),
-                                    np.zeros((n, 28, 28), np.uint8))
+    predictions = plots.Predictions(
+        np.full(n, widest), np.full(n, other), np.full(n, 1.0), np.zeros((n, 28, 28), np.uint8)
+    )
     fig = plots.draw(make_run(tmp_path, dataset=dataset), predictions)[0]["misclassified.png"]
     FigureCanvasAgg(fig).draw()
     boxes = [ax.title.get_window_extent() for ax in fig.axes]
     boxes += [text.get_window_extent() for text in fig.texts]  # the suptitle
     for i, box in enumerate(boxes):
         assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, f"title {i} leaves the figure"
-        for other_box in boxes[i + 1:]:
+        for other_box in boxes[i + 1 :]:
             assert not box.overlaps(other_box), f"title {i} overlaps another"
 
 
 def test_without_predictions_or_a_checkpoint_the_prediction_plots_are_skipped_and_said(
-        tmp_path, caplog):
+    tmp_path, caplog
+):
     run = make_run(tmp_path)
     with caplog.at_level(logging.INFO, logger="mpinet.worker"):
         written, skipped = plots.write_plots(run)
@@ -223,32 +253,46 @@ def test_from_scores_gives_the_argmax_and_its_softmax_probability():
     scores = np.array([[0.0, 2.0, 0.0], [1000.0, 0.0, 0.0]])  # 1000: exp must not overflow
     out = plots.from_scores([1, 2], scores, np.zeros((2, 28, 28), np.uint8))
     assert out.y.tolist() == [1, 0]
-    np.testing.assert_allclose(out.p, [np.e ** 2 / (np.e ** 2 + 2), 1.0], rtol=1e-12)
+    np.testing.assert_allclose(out.p, [np.e**2 / (np.e**2 + 2), 1.0], rtol=1e-12)
 
 
 def test_the_ranks_parts_concatenate_in_rank_order():
     whole = make_predictions(n=30)
-    parts = [plots.Predictions(*(getattr(whole, k)[a:b] for k in ("t", "y", "p", "images")))
-             for a, b in ((0, 10), (10, 20), (20, 30))]
+    parts = [
+        plots.Predictions(*(getattr(whole, k)[a:b] for k in ("t", "y", "p", "images")))
+        for a, b in ((0, 10), (10, 20), (20, 30))
+    ]
     joined = plots.concatenate(parts)
     for k in ("t", "y", "p", "images"):
         np.testing.assert_array_equal(getattr(joined, k), getattr(whole, k))
 
 
 def test_predictions_of_the_wrong_shape_are_a_one_line_error():
-    with pytest.raises(ValueError, match=r"^Predictions.images: shape \(3, 784\); expected "
-                                         r"\(3, 28, 28\)") as e:
+    with pytest.raises(
+        ValueError,
+        match=r"^Predictions.images: shape \(3, 784\); expected "
+        r"\(3, 28, 28\)",
+    ) as e:
         plots.Predictions(np.zeros(3, int), np.zeros(3, int), np.zeros(3), np.zeros((3, 784)))
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("t", np.zeros(3), "Predictions.t: dtype float64; expected integer labels"),
-    ("images", np.zeros((3, 28, 28)), "Predictions.images: dtype float64; expected uint8"),
-], ids=["float-labels", "normalised-images"])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("t", np.zeros(3), "Predictions.t: dtype float64; expected integer labels"),
+        ("images", np.zeros((3, 28, 28)), "Predictions.images: dtype float64; expected uint8"),
+    ],
+    ids=["float-labels", "normalised-images"],
+)
 def test_scores_for_labels_or_normalised_images_are_a_one_line_error(field, value, message):
-    fields = {"t": np.zeros(3, int), "y": np.zeros(3, int), "p": np.zeros(3),
-              "images": np.zeros((3, 28, 28), np.uint8), field: value}
+    fields = {
+        "t": np.zeros(3, int),
+        "y": np.zeros(3, int),
+        "p": np.zeros(3),
+        "images": np.zeros((3, 28, 28), np.uint8),
+        field: value,
+    }
     with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
         plots.Predictions(**fields)
 
@@ -262,10 +306,12 @@ def test_a_network_instead_of_predictions_is_a_clear_error(tmp_path):
 def test_a_damaged_history_is_a_one_line_error_not_a_key_error(tmp_path, line):
     run = make_run(tmp_path)
     (run / "history.jsonl").write_text(line + "\n")
-    expected = {"missing-keys": r"history.jsonl: object 1 lacks epoch, train_loss, .*; "
-                                r"expected epoch, step, train_loss",
-                "not-json": r"history.jsonl: line 1 is 'not json'; expected one JSON object "
-                            r"per line"}[("not-json" if line == "not json" else "missing-keys")]
+    expected = {
+        "missing-keys": r"history.jsonl: object 1 lacks epoch, train_loss, .*; "
+        r"expected epoch, step, train_loss",
+        "not-json": r"history.jsonl: line 1 is 'not json'; expected one JSON object "
+        r"per line",
+    }[("not-json" if line == "not json" else "missing-keys")]
     with pytest.raises(ValueError, match=expected) as e:
         plots.write_plots(run)
     assert "\n" not in str(e.value)

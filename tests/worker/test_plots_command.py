@@ -16,8 +16,9 @@ STEPS, LOG_EVERY = 60, 10
 
 
 def mpinet(*args):
-    return subprocess.run([*mpinet_command(), *map(str, args)], capture_output=True, text=True,
-                          timeout=180)
+    return subprocess.run(
+        [*mpinet_command(), *map(str, args)], capture_output=True, text=True, timeout=180
+    )
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +26,21 @@ def trained(tmp_path_factory, mnist_h5):
     """(run directory, the finished `mpinet train`): 60 steps of the MLP, an evaluation every
     20 steps, a steps.jsonl line every 10."""
     run = tmp_path_factory.mktemp("plots") / "20261201-2040"
-    done = mpinet("train", "--data", mnist_h5, "--run-dir", run, "--set", "model.name='mlp'",
-                  "--set", f"train.max_steps={STEPS}", "--set", "train.eval_every=20",
-                  "--set", f"train.log_every={LOG_EVERY}")
+    done = mpinet(
+        "train",
+        "--data",
+        mnist_h5,
+        "--run-dir",
+        run,
+        "--set",
+        "model.name='mlp'",
+        "--set",
+        f"train.max_steps={STEPS}",
+        "--set",
+        "train.eval_every=20",
+        "--set",
+        f"train.log_every={LOG_EVERY}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return run, done
 
@@ -102,8 +115,10 @@ def test_without_a_checkpoint_the_prediction_plots_are_skipped_and_said_so(copy_
     make_stale(copy_of_run)
     done = mpinet("plot", copy_of_run)
     assert done.returncode == 0, done.stderr
-    assert (f"mpinet plot: skipped confusion.png, misclassified.png: "
-            f"{copy_of_run / 'checkpoints'}: no checkpoint" in done.stdout)
+    assert (
+        f"mpinet plot: skipped confusion.png, misclassified.png: "
+        f"{copy_of_run / 'checkpoints'}: no checkpoint" in done.stdout
+    )
     assert_rewritten(copy_of_run, plots.CURVES)
     assert (copy_of_run / "confusion.png").read_bytes() == b"stale"
 

@@ -32,8 +32,10 @@ def test_serve_answers_concurrent_requests(server, checkpoint, test_digits):
     digits, _ = test_digits
     predictor = Predictor(checkpoint)
     pngs = [as_png(d) for d in digits]
-    expected_png = [int(p.argmax()) for p in predictor.probabilities(
-        np.stack([image_from_bytes(b) for b in pngs]))]
+    expected_png = [
+        int(p.argmax())
+        for p in predictor.probabilities(np.stack([image_from_bytes(b) for b in pngs]))
+    ]
     expected_raw = [int(p.argmax()) for p in predictor.probabilities(digits / 255)]
     _, before = request(server + "/metrics")
     failures = []
@@ -52,8 +54,9 @@ def test_serve_answers_concurrent_requests(server, checkpoint, test_digits):
                 want = [expected_png[i]]
             else:
                 payload = {"inputs": digits[[i, i - 1]].reshape(2, 784).tolist()}
-                code, body = request(server + "/predict", json.dumps(payload).encode(),
-                                     "application/json")
+                code, body = request(
+                    server + "/predict", json.dumps(payload).encode(), "application/json"
+                )
                 want = [expected_raw[i], expected_raw[i - 1]]
             got = [p["label"] for p in body["predictions"]] if code == 200 else body
             if got != want:
@@ -66,15 +69,16 @@ def test_serve_answers_concurrent_requests(server, checkpoint, test_digits):
         t.join()
     assert failures == []
     _, after = request(server + "/metrics")
-    grown = (metric(after, "mpinet_serve_requests_total", endpoint="/predict", code="200")
-             - metric(before, "mpinet_serve_requests_total", endpoint="/predict", code="200"))
+    grown = metric(after, "mpinet_serve_requests_total", endpoint="/predict", code="200") - metric(
+        before, "mpinet_serve_requests_total", endpoint="/predict", code="200"
+    )
     assert grown == 80
     assert metric(after, "mpinet_serve_request_duration_seconds_count", endpoint="/predict") >= 80
 
 
 BAD_REQUESTS = [
     ("not json", b"{inputs: 1", "application/json", 400, "not valid JSON"),
-    ("no inputs", b'{"images": []}', "application/json", 400, "expected {\"inputs\""),
+    ("no inputs", b'{"images": []}', "application/json", 400, 'expected {"inputs"'),
     ("wrong shape", b"[[1, 2, 3]]", "application/json", 400, "shape (1, 3)"),
     ("ragged", b"[[1, 2], [3]]", "application/json", 400, "inputs: rows of unequal length"),
     ("strings", json.dumps([["a"] * 28] * 28).encode(), "application/json", 400, "dtype"),
@@ -106,14 +110,20 @@ def test_serve_health_metrics_and_unknown_paths(server):
     assert request(server + "/healthz", b"x")[0] == 405  # POST
     _, after = request(server + "/metrics")
     assert metric(after, "mpinet_serve_requests_total", endpoint="/healthz", code="200") >= 1
-    assert (metric(after, "mpinet_serve_errors_total", endpoint="other")
-            - metric(before, "mpinet_serve_errors_total", endpoint="other")) == 1
+    assert (
+        metric(after, "mpinet_serve_errors_total", endpoint="other")
+        - metric(before, "mpinet_serve_errors_total", endpoint="other")
+    ) == 1
     assert "mpinet_serve_request_duration_seconds_bucket" in after
 
 
 def test_serve_command_stops_cleanly_on_sigterm(checkpoint):
-    proc = subprocess.Popen(mpinet_command() + ["serve", str(checkpoint), "--port", "0"],
-                            stderr=subprocess.PIPE, text=True, env=job_environment())
+    proc = subprocess.Popen(
+        mpinet_command() + ["serve", str(checkpoint), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=job_environment(),
+    )
     try:
         line = proc.stderr.readline()
         assert "serving" in line and "http://127.0.0.1:" in line, line

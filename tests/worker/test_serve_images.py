@@ -53,8 +53,9 @@ def drawn_one(size, mode="L"):
     """A '1' stroke on white, `size` pixels: a digit the preprocessing finds."""
     image = Image.new(mode, size, "white")
     w, h = size
-    ImageDraw.Draw(image).line((w // 2, h // 8, w // 2, 7 * h // 8), fill="black",
-                               width=max(2, w // 12))
+    ImageDraw.Draw(image).line(
+        (w // 2, h // 8, w // 2, 7 * h // 8), fill="black", width=max(2, w // 12)
+    )
     return image
 
 
@@ -64,21 +65,27 @@ def test_the_accepted_formats_predict_the_same_digit(port, test_digits, fmt):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     code, reference = post(connection, as_png(digit))
     code, answer = post(connection, as_png(digit, fmt=fmt))
-    assert code == 200 and answer["predictions"][0]["label"] == reference["predictions"][0][
-        "label"]
+    assert code == 200 and answer["predictions"][0]["label"] == reference["predictions"][0]["label"]
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "ICO", "PCX", "TGA", "SGI", "EPS"])
 def test_other_formats_are_refused_unopened(port, fmt):
-    body = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n" if fmt == "EPS"
-            else encoded(drawn_one((28, 28)), fmt))
+    body = (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n"
+        if fmt == "EPS"
+        else encoded(drawn_one((28, 28)), fmt)
+    )
     code, answer = post(http.client.HTTPConnection("127.0.0.1", port, timeout=10), body)
     assert code == 400 and "not an image in a format accepted here" in answer["error"]
 
 
 BOMBS = {  # name: (image, format, options, the words of the 413)
-    "lossless WebP 4096x4096 (8 KB, 255 MB decoded)": ((4096, 4096), "WEBP",
-                                                         {"lossless": True}, "4096x4096"),
+    "lossless WebP 4096x4096 (8 KB, 255 MB decoded)": (
+        (4096, 4096),
+        "WEBP",
+        {"lossless": True},
+        "4096x4096",
+    ),
     "PNG 2049x2048": ((2049, 2048), "PNG", {"compress_level": 1}, "4.2 MP to decode"),
     "GIF 5000x2": ((5000, 2), "GIF", {}, "expected at most 4096x4096"),
     "progressive JPEG 4000x3000": ((4000, 3000), "JPEG", {"progressive": True}, "12.0 MP"),
@@ -108,14 +115,16 @@ def mutated(data, rng):
         if rng.random() < 0.7:
             data[at] = rng.randrange(256)
         else:
-            data[at:at + 4] = rng.choice([b"\xff\xff\xff\xff", b"\0\0\0\0", b"\x7f\xff"])
+            data[at : at + 4] = rng.choice([b"\xff\xff\xff\xff", b"\0\0\0\0", b"\x7f\xff"])
     return bytes(data)
 
 
 def test_damaged_images_are_answered_4xx_never_5xx(port, capfd):
     rng = random.Random(16)
-    seeds = [encoded(drawn_one((60, 50), "RGB"), fmt) for fmt in
-             ("PNG", "JPEG", "PPM", "BMP", "GIF", "WEBP")]
+    seeds = [
+        encoded(drawn_one((60, 50), "RGB"), fmt)
+        for fmt in ("PNG", "JPEG", "PPM", "BMP", "GIF", "WEBP")
+    ]
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     codes = {}
     for seed in seeds:
@@ -131,8 +140,9 @@ def test_damaged_images_are_answered_4xx_never_5xx(port, capfd):
 def test_a_large_batch_is_answered_as_one_forward_pass_would(port, checkpoint, test_digits):
     digits = np.concatenate([test_digits[0]] * 22)[:256]  # 256: 8 chunks of 32
     body = json.dumps({"inputs": digits.reshape(256, 784).tolist()}).encode()
-    code, answer = post(http.client.HTTPConnection("127.0.0.1", port, timeout=10), body,
-                        "application/json")
+    code, answer = post(
+        http.client.HTTPConnection("127.0.0.1", port, timeout=10), body, "application/json"
+    )
     expected = Predictor(checkpoint).probabilities(digits / 255)
     got = np.array([p["probabilities"] for p in answer["predictions"]])
     assert code == 200 and np.allclose(got, expected, atol=1e-6)
@@ -159,15 +169,20 @@ def cnn_checkpoint(tmp_path_factory):
     """The default model (simple_cnn), untrained: its forward pass costs what a trained one's
     does, and that cost is what the other clients wait for."""
     config = load_config(None, [])
-    return save(tmp_path_factory.mktemp("cnn") / "ckpt-00000000.h5", build(model_spec(config)),
-                create("adam", lr=0.001), {"step": 0, "epoch": 0, "config": to_toml(config)})
+    return save(
+        tmp_path_factory.mktemp("cnn") / "ckpt-00000000.h5",
+        build(model_spec(config)),
+        create("adam", lr=0.001),
+        {"step": 0, "epoch": 0, "config": to_toml(config)},
+    )
 
 
 def test_a_one_image_client_is_not_starved_by_large_batches(cnn_checkpoint, test_digits):
     server = serve(cnn_checkpoint)
     port = server.server_address[1]
-    batch = json.dumps({"inputs": np.concatenate([test_digits[0]] * 22)[:256].reshape(
-        256, 784).tolist()}).encode()
+    batch = json.dumps(
+        {"inputs": np.concatenate([test_digits[0]] * 22)[:256].reshape(256, 784).tolist()}
+    ).encode()
     png, until = as_png(test_digits[0][0]), time.monotonic() + 4
     small, large = [], []
 
@@ -178,9 +193,9 @@ def test_a_one_image_client_is_not_starved_by_large_batches(cnn_checkpoint, test
             assert post(connection, body, kind)[0] == 200
             times.append(time.monotonic() - start)
 
-    threads = [threading.Thread(target=client, args=(batch, "application/json", large))
-               for _ in range(4)] + [threading.Thread(target=client, args=(png, "image/png",
-                                                                           small))]
+    threads = [
+        threading.Thread(target=client, args=(batch, "application/json", large)) for _ in range(4)
+    ] + [threading.Thread(target=client, args=(png, "image/png", small))]
     with threadpool_limits(limits=1, user_api="blas"):  # as `mpinet serve` runs
         for thread in threads:
             thread.start()

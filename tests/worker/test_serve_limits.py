@@ -16,8 +16,10 @@ from mpinet.worker.serve import make_server
 LIMITS = Limits(idle_timeout=0.5, header_timeout=1.0, body_timeout=1.0, max_connections=48)
 GET = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
 DIGIT = json.dumps([[0] * 784]).encode()
-UPLOAD = (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-          b"Content-Length: " + str(len(DIGIT)).encode() + b"\r\n\r\n")
+UPLOAD = (
+    b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    b"Content-Length: " + str(len(DIGIT)).encode() + b"\r\n\r\n"
+)
 
 
 def serve(checkpoint, limits):
@@ -32,8 +34,6 @@ def port(checkpoint):
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
-
-
 
 
 def timed(port, data):
@@ -116,8 +116,12 @@ def test_the_connection_cap_answers_503_at_once_and_threads_stay_bounded(checkpo
         for sock in held + refused:
             sock.close()
         wait_for(lambda: timed(port, GET)[0] == 200)  # the slots are free again
-        assert server.metrics.registry.get_sample_value(
-            "mpinet_serve_requests_total", {"endpoint": "other", "code": "503"}) == 200
+        assert (
+            server.metrics.registry.get_sample_value(
+                "mpinet_serve_requests_total", {"endpoint": "other", "code": "503"}
+            )
+            == 200
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -132,8 +136,9 @@ def test_drain_answers_in_flight_requests_and_closes_idle_ones(checkpoint):
     uploads = [connect(port) for _ in range(4)]
     for sock in uploads:
         sock.sendall(UPLOAD + DIGIT[:100])
-    wait_for(lambda: server.metrics.registry.get_sample_value(
-        "mpinet_serve_requests_in_flight") == 4)
+    wait_for(
+        lambda: server.metrics.registry.get_sample_value("mpinet_serve_requests_in_flight") == 4
+    )
     server.shutdown()
     closing = threading.Thread(target=server.server_close)
     closing.start()

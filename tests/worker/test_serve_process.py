@@ -26,9 +26,13 @@ class Serving:
     would block the server's logging)."""
 
     def __init__(self, checkpoint, preexec_fn=None):
-        self.proc = subprocess.Popen(mpinet_command() + ["serve", str(checkpoint), "--port", "0"],
-                                     stderr=subprocess.PIPE, text=True, env=job_environment(),
-                                     preexec_fn=preexec_fn)
+        self.proc = subprocess.Popen(
+            mpinet_command() + ["serve", str(checkpoint), "--port", "0"],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=job_environment(),
+            preexec_fn=preexec_fn,
+        )
         self.lines, self.port = [], None
         started = threading.Event()
         threading.Thread(target=self._read, args=(started,), daemon=True).start()
@@ -67,10 +71,10 @@ class Serving:
 
 
 def upload(body, content_type="application/json"):
-    return (f"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
-
-
+    return (
+        f"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
 
 
 def in_flight(port):

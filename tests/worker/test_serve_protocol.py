@@ -85,9 +85,18 @@ def counts(port):
 
 
 def post(body, *headers, content_type=b"application/json"):
-    return (b"POST /predict HTTP/1.1\r\n" + H + b"Content-Type: " + content_type + b"\r\n"
-            + b"".join(h + b"\r\n" for h in headers)
-            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return (
+        b"POST /predict HTTP/1.1\r\n"
+        + H
+        + b"Content-Type: "
+        + content_type
+        + b"\r\n"
+        + b"".join(h + b"\r\n" for h in headers)
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
 
 
 DIGIT = json.dumps([[0] * 784]).encode()
@@ -97,21 +106,44 @@ HOSTILE = {  # name: (raw request, status, words of the error)
     "nested lists 5 deep": (post(b"[[[[[0]]]]]"), 400, "nested more than 3 deep"),
     "an integer of 5000 digits": (post(b"[" + b"9" * 5000 + b"]"), 400, "not valid JSON"),
     "NaN pixels": (post(b"[" + b"NaN," * 783 + b"NaN]"), 400, "not finite"),
-    "Content-Length ²": (b"POST /predict HTTP/1.1\r\n" + H + "Content-Length: ²\r\n\r\n".encode(),
-                         400, "ASCII digits"),
-    "Content-Length twice": (b"POST /predict HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n"
-                             b"Content-Length: 2\r\n\r\n[]", 400, "one number"),
-    "Content-Length 2, 2": (b"POST /predict HTTP/1.1\r\n" + H + b"Content-Length: 2, 2\r\n\r\n[]",
-                            400, "one number"),
-    "Content-Length -1": (b"POST /predict HTTP/1.1\r\n" + H + b"Content-Length: -1\r\n\r\n", 400,
-                          "ASCII digits"),
-    "Content-Length and chunked": (b"POST /predict HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n"
-                                   b"Transfer-Encoding: chunked\r\n\r\n[]", 400, "both"),
-    "chunked": (b"POST /predict HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
-                b"2\r\n[]\r\n0\r\n\r\n", 411, "Content-Length"),
+    "Content-Length ²": (
+        b"POST /predict HTTP/1.1\r\n" + H + "Content-Length: ²\r\n\r\n".encode(),
+        400,
+        "ASCII digits",
+    ),
+    "Content-Length twice": (
+        b"POST /predict HTTP/1.1\r\n" + H + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n[]",
+        400,
+        "one number",
+    ),
+    "Content-Length 2, 2": (
+        b"POST /predict HTTP/1.1\r\n" + H + b"Content-Length: 2, 2\r\n\r\n[]",
+        400,
+        "one number",
+    ),
+    "Content-Length -1": (
+        b"POST /predict HTTP/1.1\r\n" + H + b"Content-Length: -1\r\n\r\n",
+        400,
+        "ASCII digits",
+    ),
+    "Content-Length and chunked": (
+        b"POST /predict HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n[]",
+        400,
+        "both",
+    ),
+    "chunked": (
+        b"POST /predict HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"2\r\n[]\r\n0\r\n\r\n",
+        411,
+        "Content-Length",
+    ),
     "no Content-Length": (b"POST /predict HTTP/1.1\r\n" + H + b"\r\n", 411, "Content-Length"),
-    "a huge Content-Length": (b"POST /predict HTTP/1.1\r\n" + H + b"Content-Length: "
-                              b"999999999999999\r\n\r\n", 413, "limit is 1048576"),
+    "a huge Content-Length": (
+        b"POST /predict HTTP/1.1\r\n" + H + b"Content-Length: 999999999999999\r\n\r\n",
+        413,
+        "limit is 1048576",
+    ),
     "not HTTP": (b"garbage\r\n\r\n", 400, "expected METHOD /path HTTP/1.1"),
     "HTTP/0.9": (b"GET /healthz\r\n\r\n", 400, "expected METHOD /path"),
     "two spaces": (b"GET  /healthz HTTP/1.1\r\n" + H + b"\r\n", 400, "expected METHOD"),
@@ -123,29 +155,56 @@ HOSTILE = {  # name: (raw request, status, words of the error)
     "DELETE /predict": (b"DELETE /predict HTTP/1.1\r\n" + H + b"\r\n", 405, "use POST"),
     "GET /predict": (b"GET /predict HTTP/1.1\r\n" + H + b"\r\n", 405, "use POST"),
     "unknown path": (b"PUT /admin HTTP/1.1\r\n" + H + b"\r\n", 404, "no endpoint /admin"),
-    "request line of 9 KiB": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + H + b"\r\n", 414,
-                              "limit is 8192"),
-    "header line of 9 KiB": (b"GET /healthz HTTP/1.1\r\n" + H + b"X: " + b"a" * 9000 + b"\r\n\r\n",
-                             431, "limit is 8192"),
-    "100 headers": (b"GET /healthz HTTP/1.1\r\n" + H + b"X: y\r\n" * 100 + b"\r\n", 431,
-                    "limit is 64"),
-    "a head of 40 KiB": (b"GET /healthz HTTP/1.1\r\n" + H + (b"X: " + b"a" * 1000 + b"\r\n") * 40
-                         + b"\r\n", 431, "over 32768 bytes"),
+    "request line of 9 KiB": (
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + H + b"\r\n",
+        414,
+        "limit is 8192",
+    ),
+    "header line of 9 KiB": (
+        b"GET /healthz HTTP/1.1\r\n" + H + b"X: " + b"a" * 9000 + b"\r\n\r\n",
+        431,
+        "limit is 8192",
+    ),
+    "100 headers": (
+        b"GET /healthz HTTP/1.1\r\n" + H + b"X: y\r\n" * 100 + b"\r\n",
+        431,
+        "limit is 64",
+    ),
+    "a head of 40 KiB": (
+        b"GET /healthz HTTP/1.1\r\n" + H + (b"X: " + b"a" * 1000 + b"\r\n") * 40 + b"\r\n",
+        431,
+        "over 32768 bytes",
+    ),
     "space before the colon": (b"GET /healthz HTTP/1.1\r\nHost : t\r\n\r\n", 400, "Name: value"),
     "folded header": (b"GET /healthz HTTP/1.1\r\n" + H + b"X: a\r\n b\r\n\r\n", 400, "folding"),
     "NUL in a header": (b"GET /healthz HTTP/1.1\r\n" + H + b"X: a\0b\r\n\r\n", 400, "control"),
     "no Host": (b"GET /healthz HTTP/1.1\r\n\r\n", 400, "Host"),
     "two Hosts": (b"GET /healthz HTTP/1.1\r\n" + H + H + b"\r\n", 400, "Host"),
-    "Expect: 200-ok": (b"POST /predict HTTP/1.1\r\n" + H + b"Expect: 200-ok\r\nContent-Length: 2"
-                       b"\r\n\r\n[]", 417, "100-continue"),
-    "multipart": (post(b"--x\r\n", content_type=b"multipart/form-data; boundary=x"), 415,
-                  "--data-binary"),
+    "Expect: 200-ok": (
+        b"POST /predict HTTP/1.1\r\n" + H + b"Expect: 200-ok\r\nContent-Length: 2\r\n\r\n[]",
+        417,
+        "100-continue",
+    ),
+    "multipart": (
+        post(b"--x\r\n", content_type=b"multipart/form-data; boundary=x"),
+        415,
+        "--data-binary",
+    ),
     "text/html": (post(b"<html>", content_type=b"text/html"), 415, "application/json"),
     "257 digits": (post(json.dumps([[0] * 784] * 257).encode()), 413, "limit is 256"),
-    "EPS (not a format accepted here)": (post(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 9 9\n",
-                                              content_type=b"application/postscript"), 415, ""),
-    "EPS said to be an image": (post(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 9 9\n",
-                                     content_type=b"image/eps"), 400, "format accepted here"),
+    "EPS (not a format accepted here)": (
+        post(
+            b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 9 9\n",
+            content_type=b"application/postscript",
+        ),
+        415,
+        "",
+    ),
+    "EPS said to be an image": (
+        post(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 9 9\n", content_type=b"image/eps"),
+        400,
+        "format accepted here",
+    ),
 }
 
 
@@ -213,8 +272,13 @@ def test_keep_alive_and_pipelining_on_one_connection(port):
     client = Client(port)
     for _ in range(20):
         assert client.send(post(DIGIT)).answer()[0] == 200
-    client.send((b"GET /healthz HTTP/1.1\r\n" + H + b"\r\n") * 3 + b"GET /nothing HTTP/1.1\r\n"
-                + H + b"\r\n" + post(DIGIT, b"Connection: close"))
+    client.send(
+        (b"GET /healthz HTTP/1.1\r\n" + H + b"\r\n") * 3
+        + b"GET /nothing HTTP/1.1\r\n"
+        + H
+        + b"\r\n"
+        + post(DIGIT, b"Connection: close")
+    )
     assert [client.answer()[0] for _ in range(5)] == [200, 200, 200, 404, 200]
     assert client.closed()
 
@@ -232,19 +296,21 @@ def test_expect_100_continue_is_answered_at_once(port):
     body = DIGIT
     client = Client(port, timeout=LIMITS.body_timeout).send(
         b"POST /predict HTTP/1.1\r\n" + H + b"Expect: 100-continue\r\nContent-Type: "
-        b"application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        b"application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
     start = time.monotonic()
     while b"\r\n\r\n" not in client.buffer:
         client._more()
     assert client.buffer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
     assert time.monotonic() - start < 0.5  # curl waits 1 s for it before sending anyway
-    client.buffer = client.buffer[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+    client.buffer = client.buffer[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
     assert client.send(body).answer()[0] == 200
 
 
 def test_a_refused_expect_gets_its_answer_instead_of_100(port):
-    client = Client(port).send(b"POST /healthz HTTP/1.1\r\n" + H + b"Expect: 100-continue\r\n"
-                               b"Content-Length: 5000\r\n\r\n")
+    client = Client(port).send(
+        b"POST /healthz HTTP/1.1\r\n" + H + b"Expect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
+    )
     code, headers, _ = client.answer()
     assert code == 405 and headers["connection"] == "close"
 

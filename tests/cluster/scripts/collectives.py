@@ -96,8 +96,15 @@ def main():
     comm = cluster.world(timeout=timeout)
     cluster.install_abort_handler(comm)
     assert (comm.rank == 0) == comm.is_root
-    for check in (check_allreduce, check_broadcast, check_objects, check_split, check_node,
-                  check_checks, check_stats):
+    for check in (
+        check_allreduce,
+        check_broadcast,
+        check_objects,
+        check_split,
+        check_node,
+        check_checks,
+        check_stats,
+    ):
         comm.step = check.__name__
         check(comm)
     sys.stdout.write(f"rank {comm.rank}/{comm.world_size}: collectives ok\n")  # one write

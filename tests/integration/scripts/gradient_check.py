@@ -27,6 +27,9 @@ distributed = net.buffer.grad.copy()
 net.loss(x, t)
 net.backward()
 worst = float(np.max(np.abs(distributed - net.buffer.grad)) / np.max(np.abs(net.buffer.grad)))
-print(f"rank {comm.rank}: max |distributed - whole batch| / max |gradient| = {worst:.3g} "
-      f"(tolerance {tolerance:.3g})", flush=True)
+print(
+    f"rank {comm.rank}: max |distributed - whole batch| / max |gradient| = {worst:.3g} "
+    f"(tolerance {tolerance:.3g})",
+    flush=True,
+)
 sys.exit(0 if worst < tolerance else 1)

@@ -1,6 +1,6 @@
 """Train with the real loop under mpiexec (or alone) and save each rank's parameters.
 
-    train_dump.py OUT_DIR [section.key=value ...]  ->  OUT_DIR/params.rank<r>.npy
+train_dump.py OUT_DIR [section.key=value ...]  ->  OUT_DIR/params.rank<r>.npy
 """
 
 import sys

@@ -1,0 +1,79 @@
+"""Which of mpinet's files one training step passes through, by profiling a real `mpinet train`.
+
+    MPINET_DATA_SOURCE=../shared/data python benchmarks/step_files.py            # simple_cnn
+    MPINET_DATA_SOURCE=../shared/data python benchmarks/step_files.py --model mlp
+
+Runs `mpinet train` in this process under cProfile for --steps steps (no evaluation until the
+end, no checkpoint until the end, no plots) and lists every project file with a function
+called at least once per step (ncalls >= steps): the files a reader follows to read one step.
+Setup and the final evaluation run a few times only and stay below the threshold.
+"""
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("cluster", "worker", "model", "data")
+
+
+def profile_train(model, steps, run_dir):
+    from mpinet.worker.cli import main
+
+    argv = ["train", "--run-dir", str(run_dir), "--set", f"model.name={model!r}"]
+    for key, value in (
+        ("train.max_steps", steps),
+        ("train.eval_every", 0),
+        ("train.checkpoint_every", 0),
+        ("train.plots", "false"),
+        ("train.log_every", 100000),
+    ):
+        argv += ["--set", f"{key}={value}"]
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        main(argv)
+    except SystemExit as e:
+        if e.code:
+            raise
+    profiler.disable()
+    return pstats.Stats(profiler)
+
+
+def per_step_functions(stats, steps):
+    """{project file: [function names called >= steps times]}."""
+    files = {}
+    for (filename, _, name), (_, ncalls, *_rest) in stats.stats.items():
+        path = Path(filename).resolve()
+        if ncalls < steps or ROOT not in path.parents:
+            continue
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in PACKAGES:
+            files.setdefault(str(rel), []).append(f"{name} ({ncalls})")
+    return files
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="simple_cnn")
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args()
+    os.environ.setdefault("MPINET_BLAS_THREADS", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = profile_train(args.model, args.steps, Path(tmp) / "run")
+    files = per_step_functions(stats, args.steps)
+    for name in sorted(files):
+        print(f"{name}: {', '.join(sorted(files[name]))}")
+    print(
+        f"{len(files)} project files per training step of {args.model} "
+        f"({args.steps} steps profiled)",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
