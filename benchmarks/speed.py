@@ -3,6 +3,7 @@
     python benchmarks/speed.py                      # every model, SGD and Adam, 1 and 2 threads
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/speed.py   # native kernel
     python benchmarks/speed.py --check-torch        # mpinet's gradients vs PyTorch's, then exit
+    python benchmarks/speed.py --book-layers        # the book's Convolution, Relu, Pooling
 
 When `torch` is importable (install it in a separate venv; it is not a dependency of mpinet)
 the same architectures run in PyTorch in the same process, measured in alternating rounds
@@ -41,9 +42,11 @@ def batch(n, seed=0):
     return rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n)
 
 
-def mpinet_step(spec, optimizer, n):
-    """A function running one training step of mpinet on a fixed batch of n samples."""
-    net = build(spec, seed=0)
+def mpinet_step(spec, optimizer, n, fuse=True):
+    """A function running one training step of mpinet on a fixed batch of n samples.
+
+    fuse=False: the book's layers instead of FusedConvolution (build's fuse)."""
+    net = build(spec, seed=0, fuse=fuse)
     opt = create(optimizer, lr=LR[optimizer])
     x, t = batch(n)
 
@@ -138,7 +141,8 @@ def blas_kernels():
 def run_table(args):
     with_torch = torch is not None and not args.no_torch
     env = {k: os.environ.get(k, "unset") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    print(f"BLAS: {blas_kernels()} {env}; clock: {args.clock}")
+    layers = "the book's Convolution, Relu, Pooling" if args.book_layers else "FusedConvolution"
+    print(f"BLAS: {blas_kernels()} {env}; clock: {args.clock}; conv layers: {layers}")
     if with_torch:
         print(f"PyTorch {torch.__version__}")
     head = f"{'model':<12}{'optimizer':<10}{'threads':>8}{'mpinet/s':>12}"
@@ -149,7 +153,8 @@ def run_table(args):
         for name in args.models:
             for optimizer in args.optimizers:
                 with threadpool_limits(threads, user_api="blas"):
-                    steps = [mpinet_step(MODELS[name], optimizer, args.batch)]
+                    fuse = not args.book_layers
+                    steps = [mpinet_step(MODELS[name], optimizer, args.batch, fuse)]
                     if with_torch:
                         torch.set_num_threads(threads)
                         steps.append(torch_step(name, optimizer, args.batch))
@@ -208,6 +213,11 @@ def main():
         help="cpu: per-thread CPU time, for a loaded machine (1 thread only)",
     )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
+    parser.add_argument(
+        "--book-layers",
+        action="store_true",
+        help="time the book's Convolution -> Relu -> Pooling (build fuse=False)",
+    )
     parser.add_argument(
         "--check-torch",
         action="store_true",

@@ -3,10 +3,11 @@
     MPINET_DATA_SOURCE=../shared/data python benchmarks/step_files.py            # simple_cnn
     MPINET_DATA_SOURCE=../shared/data python benchmarks/step_files.py --model mlp
 
-Runs `mpinet train` in this process under cProfile for --steps steps (no evaluation until the
-end, no checkpoint until the end, no plots) and lists every project file with a function
-called at least once per step (ncalls >= steps): the files a reader follows to read one step.
-Setup and the final evaluation run a few times only and stay below the threshold.
+Runs `mpinet train` in this process under cProfile twice, stopped (train.stop_after) after
+--steps and after 2 x --steps steps of the same run (no evaluation, no plots), and lists every
+project file with a function whose calls grew by at least --steps: called at least once per
+step. Setup (the same in both runs: data, network, the learning-rate table) cancels out.
+These are the files a reader follows to read one step.
 """
 
 import argparse
@@ -26,7 +27,8 @@ def profile_train(model, steps, run_dir):
 
     argv = ["train", "--run-dir", str(run_dir), "--set", f"model.name={model!r}"]
     for key, value in (
-        ("train.max_steps", steps),
+        ("train.stop_after", steps),
+        ("train.max_steps", 500),
         ("train.eval_every", 0),
         ("train.checkpoint_every", 0),
         ("train.plots", "false"),
@@ -41,14 +43,15 @@ def profile_train(model, steps, run_dir):
         if e.code:
             raise
     profiler.disable()
-    return pstats.Stats(profiler)
+    return {key: value[1] for key, value in pstats.Stats(profiler).stats.items()}
 
 
-def per_step_functions(stats, steps):
-    """{project file: [function names called >= steps times]}."""
+def per_step_functions(calls, more_calls, steps):
+    """{project file: [functions called >= `steps` times more in the longer run]}."""
     files = {}
-    for (filename, _, name), (_, ncalls, *_rest) in stats.stats.items():
+    for (filename, _, name), ncalls in more_calls.items():
         path = Path(filename).resolve()
+        ncalls -= calls.get((filename, _, name), 0)
         if ncalls < steps or ROOT not in path.parents:
             continue
         rel = path.relative_to(ROOT)
@@ -60,12 +63,13 @@ def per_step_functions(stats, steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="simple_cnn")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=100, help="at most 250")
     args = parser.parse_args()
     os.environ.setdefault("MPINET_BLAS_THREADS", "1")
     with tempfile.TemporaryDirectory() as tmp:
-        stats = profile_train(args.model, args.steps, Path(tmp) / "run")
-    files = per_step_functions(stats, args.steps)
+        calls = profile_train(args.model, args.steps, Path(tmp) / "a")
+        more_calls = profile_train(args.model, 2 * args.steps, Path(tmp) / "b")
+    files = per_step_functions(calls, more_calls, args.steps)
     for name in sorted(files):
         print(f"{name}: {', '.join(sorted(files[name]))}")
     print(

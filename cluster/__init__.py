@@ -1,7 +1,16 @@
 """Distribution: the communicator, cross-rank checks, aborting the job, the stall watchdog.
 
-The only package that imports mpi4py, and only inside `world()`: `auto()` gives a `Comm`
-over MPI_COMM_WORLD under mpirun/mpiexec/srun, and a size-1 `LocalComm` otherwise.
+    comm      Comm: one MPI communicator, collectives on NumPy arrays; world()
+    local     LocalComm: the same collectives for one process, no MPI; local()
+    launch    auto(): a Comm under mpirun/mpiexec/srun, a LocalComm otherwise
+    checks    assert_same_*: every rank compares everyone's value, raises the same error
+    together  on_root, fail_together: rank 0 (or some ranks) fail, every rank raises
+    errors    the error policy: user errors, exit codes, AllRanksError
+    abort     abort_on_error: an error on one rank never leaves the others hanging
+    watchdog  a collective that does not complete in time ends the job, loudly
+    stats     what the collectives cost (for the metrics)
+
+The only package that imports mpi4py, and only inside `world()` and `Comm`.
 """
 
 from .abort import abort_on_error, install_abort_handler
@@ -11,9 +20,8 @@ from .checks import (
     assert_same_data,
     assert_same_layout,
     assert_same_params,
-    fail_together,
 )
-from .comm import DEFAULT_TIMEOUT, Comm, CommStats, LocalComm, auto, launched_by_mpi, local, world
+from .comm import DEFAULT_TIMEOUT, Comm, CommStats, world
 from .errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -24,6 +32,9 @@ from .errors import (
     USER_ERRORS,
     AllRanksError,
 )
+from .launch import auto, launched_by_mpi
+from .local import LocalComm, local
+from .together import fail_together, on_root
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -49,5 +60,6 @@ __all__ = [
     "install_abort_handler",
     "launched_by_mpi",
     "local",
+    "on_root",
     "world",
 ]

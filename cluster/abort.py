@@ -33,7 +33,8 @@ import os
 import sys
 from contextlib import contextmanager
 
-from .comm import LocalComm
+from mpinet.data.messages import one_line
+
 from .errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -41,8 +42,9 @@ from .errors import (
     USER_ERRORS,
     AllRanksError,
 )
+from .local import LocalComm
 
-log = logging.getLogger("mpinet.cluster")
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -78,7 +80,7 @@ def handle(comm, error, user_errors=USER_ERRORS):
         return None
     local = isinstance(comm, LocalComm)
     if isinstance(error, user_errors) and not os.environ.get("MPINET_TRACEBACK"):
-        log.error("%s", _one_line(error) if local else f"{_who(comm)}: {_one_line(error)}")
+        log.error("%s", one_line(error) if local else f"{_who(comm)}: {one_line(error)}")
         code = EXIT_USER_ERROR
     elif isinstance(error, KeyboardInterrupt):
         code = EXIT_INTERRUPTED
@@ -102,10 +104,6 @@ def handle(comm, error, user_errors=USER_ERRORS):
     if local:
         return code
     comm.abort(code)  # never returns
-
-
-def _one_line(error):
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _who(comm):

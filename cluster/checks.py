@@ -4,7 +4,8 @@ A check that ran on rank 0 alone would leave the other ranks waiting in a collec
 rank 0 raises. Here every rank hashes its value, the short summaries are allgathered, and
 every rank builds the same message from the same list, so the job fails together with an
 `AllRanksError` at the same point (and exits cleanly, see abort.py). Each check is a
-collective: every rank must call it, in the same order.
+collective: every rank must call it, in the same order. (Errors found on some ranks only,
+not by comparing: together.py.)
 
     assert_same_layout(comm, net.buffer.layout())   # after building the network
     assert_same_config(comm, resolved_toml_text)
@@ -23,13 +24,13 @@ from .errors import AllRanksError, format_ranks
 def assert_same(comm, what, value, describe=None, hint=""):
     """Raise AllRanksError on every rank unless `value` is the same on every rank.
 
-    Values are compared by `fingerprint`; `describe(value)` is the short text that names
-    each rank's value in the message (default: the start of the sha256), `hint` says what
-    to do about it.
+    Values are compared by `digest`; `describe(value)` is the short text that names each
+    rank's value in the message (default: the start of the sha256), `hint` says what to do
+    about it.
     """
-    digest = fingerprint(value)
-    summary = describe(value) if describe else f"sha256 {digest[:12]}"
-    gathered = comm.allgather_object((digest, summary))
+    mine = digest(value)
+    summary = describe(value) if describe else f"sha256 {mine[:12]}"
+    gathered = comm.allgather_object((mine, summary))
     if len({d for d, _ in gathered}) > 1:
         raise AllRanksError(mismatch_message(what, gathered, hint))
 
@@ -77,32 +78,6 @@ def assert_same_params(comm, flat):
     )
 
 
-def fail_together(comm, what, error=None):
-    """Raise AllRanksError on every rank if any rank passes an `error`, else return.
-
-    A collective. It turns an error found on some ranks only (a file missing on one node)
-    into one that every rank raises, so the job exits cleanly instead of aborting:
-
-        error = None
-        try:
-            data = open_data(path)
-        except OSError as e:
-            error = e
-        fail_together(comm, "opening the data", error)
-    """
-    text = None if error is None else (str(error) or type(error).__name__)
-    gathered = comm.allgather_object(text)
-    failed = {}
-    for rank, message in enumerate(gathered):
-        if message is not None:
-            failed.setdefault(message, []).append(rank)
-    if failed and len(gathered) == 1:  # alone: the message itself says it all
-        raise AllRanksError(next(iter(failed)))
-    if failed:
-        lines = [f"{format_ranks(ranks)}: {message}" for message, ranks in failed.items()]
-        raise AllRanksError(f"{what} failed on " + "; ".join(lines))
-
-
 def mismatch_message(what, gathered, hint=""):
     """'parameter checksum differs across ranks: ranks 0-2 have X, rank 3 has Y; <hint>'.
 
@@ -110,20 +85,20 @@ def mismatch_message(what, gathered, hint=""):
     lowest rank; groups whose summaries read alike also show their digest.
     """
     groups = {}
-    for rank, (digest, summary) in enumerate(gathered):
-        groups.setdefault(digest, (summary, []))[1].append(rank)
+    for rank, (value_digest, summary) in enumerate(gathered):
+        groups.setdefault(value_digest, (summary, []))[1].append(rank)
     summaries = [summary for summary, _ in groups.values()]
     parts = []
-    for digest, (summary, ranks) in groups.items():
+    for value_digest, (summary, ranks) in groups.items():
         if summaries.count(summary) > 1:
-            summary = f"{summary} (sha256 {digest[:12]})"
+            summary = f"{summary} (sha256 {value_digest[:12]})"
         verb = "has" if len(ranks) == 1 else "have"
         parts.append(f"{format_ranks(ranks)} {verb} {summary}")
     message = f"{what} differs across ranks: " + ", ".join(parts)
     return f"{message}; {hint}" if hint else message
 
 
-def fingerprint(value):
+def digest(value):
     """The sha256 hex digest of an array (dtype, shape and bytes), bytes, str or repr()."""
     h = hashlib.sha256()
     if isinstance(value, np.ndarray):
@@ -145,4 +120,4 @@ def _describe_layout(layout):
 
 def _describe_short(value):
     text = value if isinstance(value, str) else repr(value)
-    return repr(text) if len(text) <= 48 else f"sha256 {fingerprint(value)[:12]}"
+    return repr(text) if len(text) <= 48 else f"sha256 {digest(value)[:12]}"

@@ -1,11 +1,12 @@
 """The communicator: one MPI.Intracomm behind a small interface of NumPy arrays.
 
-Every method of `Comm` is a collective: every rank of the communicator must call it, in the
-same order, with arrays of the same dtype and shape. A trailing `_` means the array is
-changed in place. `LocalComm` has the same methods for a single process and needs no MPI.
+Every collective of `Comm` must be called by every rank of the communicator, in the same
+order, with arrays of the same dtype and shape. A trailing `_` means the array is changed in
+place. `LocalComm` (local.py) has the same collectives for a single process and needs no
+MPI; launch.py chooses between them.
 
-mpi4py is imported only inside `world()`, so `import mpinet.cluster` works on a machine
-without an MPI library, and local mode never initialises MPI.
+mpi4py is imported only inside `world()` and `Comm`, so `import mpinet.cluster` works on a
+machine without an MPI library, and local mode never initialises MPI.
 """
 
 import os
@@ -26,16 +27,6 @@ DEFAULT_TIMEOUT = 300.0
 ABORT_PAUSE_SECONDS = 0.1  # see Comm.abort
 ABORT_DEADLINE_SECONDS = 2.0
 
-# Variables that MPI launchers set in every process they start: Hydra (MPICH, Intel MPI) and
-# Slurm's PMI2 set PMI_*, PMIx launchers PMIX_RANK, Open MPI OMPI_*, MVAPICH MV2_*.
-LAUNCHER_VARIABLES = (
-    "PMI_RANK",
-    "PMI_SIZE",
-    "PMIX_RANK",
-    "OMPI_COMM_WORLD_SIZE",
-    "MV2_COMM_WORLD_SIZE",
-)
-
 
 class Comm:
     """One MPI communicator: rank, world_size, and collectives on NumPy arrays.
@@ -44,7 +35,8 @@ class Comm:
     that deadline, so a rank that never arrives aborts the job with a log line instead of
     hanging it (see watchdog.py); `timeout=None` waits forever. `comm.step` (set by the
     caller) and `comm.timeout` may be changed at any time; both only affect that log line
-    and that deadline.
+    and that deadline. `comm.seq` counts the collectives started so far: the same number on
+    every rank at the same point, which is how a stall report says where each rank is.
     """
 
     def __init__(self, mpi_comm, timeout=DEFAULT_TIMEOUT):
@@ -58,7 +50,7 @@ class Comm:
         self.timeout = timeout
         self.step = None
         self.stats = CommStats()
-        self._seq = 0  # collectives started so far: the same number on every rank
+        self.seq = 0  # collectives started so far: the same number on every rank
         self._MPI = MPI
         # A watched barrier first: Split_type is blocking, but once every rank has passed
         # the barrier it cannot hang.
@@ -98,7 +90,7 @@ class Comm:
         Every rank must call this with an array of the same dtype and shape, in the same
         order. Sum first, then divide: every rank gets bit-identical results.
         """
-        _check_floating(buf)
+        check_floating(buf)
         self._run(
             "allreduce_mean_",
             buf.nbytes,
@@ -168,6 +160,23 @@ class Comm:
         self._run("bcast_object", data.nbytes, self.mpi.Ibcast, data, root)
         return pickle.loads(data.tobytes())
 
+    # -- point to point: the watchdog's stall reports (never collectives, never watched) ---
+
+    def isend_object(self, obj, dest, tag):
+        """Start sending `obj` (pickled) to rank `dest` -> the request, to keep until the
+        send may have completed; None when MPI refuses at once (a dead peer)."""
+        try:
+            return self.mpi.isend(obj, dest=dest, tag=tag)
+        except self._MPI.Exception:
+            return None
+
+    def poll_object(self, tag):
+        """An object some rank sent to this one with `tag`, if one has arrived; else None."""
+        status = self._MPI.Status()
+        if not self.mpi.iprobe(source=self._MPI.ANY_SOURCE, tag=tag, status=status):
+            return None
+        return self.mpi.recv(source=status.Get_source(), tag=tag)
+
     # -- groups and the end ---------------------------------------------------------------
 
     def split(self, color, key=0):
@@ -198,7 +207,7 @@ class Comm:
 
     def _run(self, name, nbytes, start, *args):
         """Start one non-blocking collective, wait for it (watched), and count it."""
-        self._seq += 1
+        self.seq += 1
         t0 = time.perf_counter()
         request = start(*args)
         if self.timeout is None:
@@ -208,72 +217,11 @@ class Comm:
         self.stats.record(name, nbytes, time.perf_counter() - t0)
 
 
-class LocalComm:
-    """The communicator of one process alone: every collective is the identity.
-
-    Same methods and invariants as `Comm`, no MPI. Objects are copied through pickle as
-    they would be by MPI, so an unpicklable object fails here too. It moves no data, so its
-    stats stay at zero.
-    """
-
-    rank = 0
-    world_size = 1
-    is_root = True
-    local_rank = 0
-    local_size = 1
-    library = "no MPI"
-    timeout = None
-
-    def __init__(self):
-        self.step = None
-        self.stats = CommStats()
-
-    def __repr__(self):
-        return "LocalComm()"
-
-    def allreduce_sum_(self, buf):
-        """The sum over one rank: `buf` stays as it is."""
-
-    def allreduce_mean_(self, buf):
-        """The mean over one rank: `buf` (floating point) stays as it is."""
-        _check_floating(buf)
-
-    def broadcast_(self, buf, root=0):
-        """Broadcast from the only rank: `buf` stays as it is."""
-        _check_root(root)
-
-    def barrier(self):
-        """Nothing to wait for."""
-
-    def allgather_object(self, obj):
-        return [_copy(obj)]
-
-    def gather_object(self, obj, root=0):
-        _check_root(root)
-        return [_copy(obj)]
-
-    def bcast_object(self, obj, root=0):
-        _check_root(root)
-        return _copy(obj)
-
-    def split(self, color, key=0):
-        return LocalComm()
-
-    def abort(self, code=1):
-        """End this process with exit code `code`."""
-        raise SystemExit(code)
-
-
 def world(timeout=DEFAULT_TIMEOUT):
     """A `Comm` over MPI_COMM_WORLD (initialises MPI on first use). `timeout=None`: unwatched."""
     from mpi4py import MPI
 
     return Comm(MPI.COMM_WORLD, timeout=timeout)
-
-
-def local():
-    """A `LocalComm`: one process, no MPI."""
-    return LocalComm()
 
 
 def mpi_library(version):
@@ -283,28 +231,12 @@ def mpi_library(version):
     return " ".join(first.split(",")[0].split())
 
 
-def launched_by_mpi(environ=None):
-    """True when an MPI launcher (mpirun, mpiexec, srun) started this process."""
-    environ = os.environ if environ is None else environ
-    return any(name in environ for name in LAUNCHER_VARIABLES)
-
-
-def auto(timeout=DEFAULT_TIMEOUT):
-    """`world(timeout)` under an MPI launcher (even `mpirun -n 1`), else `LocalComm()`."""
-    return world(timeout) if launched_by_mpi() else local()
-
-
-def _check_floating(buf):
+def check_floating(buf):
     if buf.dtype.kind not in "fc":
         raise TypeError(
             f"allreduce_mean_ needs a floating-point array, got {buf.dtype}; "
             "use allreduce_sum_ for integers"
         )
-
-
-def _check_root(root):
-    if root != 0:
-        raise ValueError(f"root {root} does not exist: a LocalComm has only rank 0")
 
 
 def _dumps(obj):
@@ -318,7 +250,3 @@ def _loads_all(received, sizes):
         objects.append(pickle.loads(received[start : start + size].tobytes()))
         start += size
     return objects
-
-
-def _copy(obj):
-    return pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))

@@ -18,7 +18,7 @@ import time
 
 from .errors import EXIT_STALL, format_ranks
 
-log = logging.getLogger("mpinet.cluster")
+log = logging.getLogger(__name__)
 
 # Polling runs in two phases, because 4 ranks on 2 cores starve each other if they spin:
 YIELD_SECONDS = 0.02  # first Test() then sched_yield(), for this long: a peer sharing the
@@ -45,7 +45,7 @@ def wait(comm, request, name, start):
 
 def stall(comm, name, waited):
     """Report the stall to every rank, gather their reports, log one line, abort the job."""
-    mine = (comm.rank, comm._seq, name, comm.step)
+    mine = (comm.rank, comm.seq, name, comm.step)
     grace = grace_seconds(comm.timeout)
     _pending = _send_report(comm, mine)  # held, so the sends stay alive until the abort
     reports = _collect_reports(comm, mine, grace)
@@ -95,25 +95,18 @@ def _step_text(step):
 
 
 def _send_report(comm, mine):
-    requests = []
-    for r in range(comm.world_size):
-        if r == comm.rank:
-            continue
-        try:
-            requests.append(comm.mpi.isend(mine, dest=r, tag=REPORT_TAG))
-        except comm._MPI.Exception:  # a dead peer: it will show up as silent
-            pass
-    return requests
+    """Start sending `mine` to every other rank; a dead peer (None) shows up as silent."""
+    others = (r for r in range(comm.world_size) if r != comm.rank)
+    return [comm.isend_object(mine, dest=r, tag=REPORT_TAG) for r in others]
 
 
 def _collect_reports(comm, mine, grace):
     """The reports that arrive within `grace` seconds, keyed by rank (ours included)."""
     reports = {comm.rank: mine}
-    status = comm._MPI.Status()
     end = time.perf_counter() + grace
     while len(reports) < comm.world_size and time.perf_counter() < end:
-        if comm.mpi.iprobe(source=comm._MPI.ANY_SOURCE, tag=REPORT_TAG, status=status):
-            report = comm.mpi.recv(source=status.Get_source(), tag=REPORT_TAG)
+        report = comm.poll_object(REPORT_TAG)
+        if report is not None:
             reports[report[0]] = report
         else:
             time.sleep(0.005)

@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from .messages import one_line
 from .prepare import HELP, add_arguments, run
 
 
@@ -13,7 +14,7 @@ def main(argv=None):
     try:
         return run(args)
     except (ValueError, OSError) as e:  # bad input: one line, no traceback
-        print(f"mpinet prepare: error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"mpinet prepare: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

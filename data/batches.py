@@ -100,16 +100,42 @@ class TrainBatches:
         """
         if not 0 <= start_step <= self.steps_per_epoch:
             raise ValueError(f"start_step {start_step}: expected 0..{self.steps_per_epoch}")
-        if self.order == "shard":
-            rng = np.random.default_rng((self.seed, epoch, self.rank))
-        else:
-            rng = np.random.default_rng((self.seed, epoch))
-        perm = rng.permutation(len(self.labels))
-        make = partial(self._batch, epoch, perm)
+        make = partial(self._batch, epoch, self._permutation(epoch))
         steps = range(start_step, self.steps_per_epoch)
         if self.prefetch:
             return prefetched(make, steps)
         return (make(step) for step in steps)
+
+    def steps(self, start, stop, accumulate=1):
+        """Yield, for each optimizer step start .. stop - 1, its `accumulate` micro-batches
+        [(x, t), ...], crossing epoch boundaries: ONE iterator for the whole run.
+
+        An epoch has steps_per_epoch // accumulate steps (the micro-batches left over at an
+        epoch's end are skipped); step s takes micro-batches (s mod that) * accumulate + j of
+        epoch s // that, exactly the ones `epoch()` yields, so a resumed run continues where
+        step `start` would have been. With data.prefetch, whole steps are made ahead in a
+        thread; close() the iterator to stop it early.
+        """
+        per_epoch = self.steps_per_epoch // accumulate
+        perms = {}  # epoch -> its permutation (only the current one is kept)
+
+        def make(step):
+            epoch, position = divmod(step, per_epoch)
+            if epoch not in perms:
+                perms.clear()
+                perms[epoch] = self._permutation(epoch)
+            first = position * accumulate
+            return [self._batch(epoch, perms[epoch], first + j) for j in range(accumulate)]
+
+        steps = range(start, stop)
+        return prefetched(make, steps) if self.prefetch else (make(step) for step in steps)
+
+    def _permutation(self, epoch):
+        if self.order == "shard":
+            rng = np.random.default_rng((self.seed, epoch, self.rank))
+        else:
+            rng = np.random.default_rng((self.seed, epoch))
+        return rng.permutation(len(self.labels))
 
     def _batch(self, epoch, perm, step):
         b = self.local_batch

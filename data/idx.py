@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .messages import one_line
+
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 GZIP_MAGIC = b"\x1f\x8b"
@@ -68,7 +70,7 @@ def _read_bytes(path):
     except EOFError:
         raise ValueError(f"{path}: gzip stream truncated (the download was cut short?)") from None
     except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise ValueError(f"{path}: not a valid gzip file ({_one_line(e)})") from None
+        raise ValueError(f"{path}: not a valid gzip file ({one_line(e)})") from None
 
 
 def _magic(path, raw):
@@ -81,7 +83,3 @@ def _magic(path, raw):
             f"(images) or {LABELS_MAGIC} (labels); is this an MNIST IDX file?"
         )
     return magic
-
-
-def _one_line(e):
-    return " ".join(str(e).split()) or type(e).__name__

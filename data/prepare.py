@@ -3,16 +3,17 @@
     mpinet prepare [--dataset mnist|fashion-mnist] [--source DIR|URL] [--out FILE.h5]
                    [--force] [--val N]
 
-The file is written under a temporary name in the target directory and renamed when complete,
-so an interrupted run (an error, Ctrl-C) never leaves a half-written file under the real name.
+The file is written under a temporary name in the target directory, fsynced and renamed when
+complete (data/atomic.py), so an interrupted run (an error, Ctrl-C) never leaves a
+half-written file under the real name.
 Running it again keeps a valid existing file; --force rewrites it.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import replacing
 from .h5file import open_checked, split_names, validate, write
 from .idx import check_pair, read_idx
 from .sources import (
@@ -21,7 +22,6 @@ from .sources import (
     SHA256,
     check_dataset,
     fetch,
-    temporary_path,
     user_cache_dir,
 )
 
@@ -129,16 +129,10 @@ def _check_existing(out, dataset, val):
 
 
 def _write_atomically(out, splits, attrs):
+    """An error or Ctrl-C removes the partial file and leaves `out` as it was (atomic.py)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(out)
-    try:
+    with replacing(out) as tmp:
         write(tmp, splits, attrs)
-        with open(tmp, "rb") as f:  # on disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:  # an error or Ctrl-C: remove the partial file, leave `out` as it was
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # --- the command line -------------------------------------------------------------------------

@@ -11,7 +11,6 @@ cache and renamed only once its sha256 is right, so the cache never holds a part
 import hashlib
 import http.client
 import os
-import secrets
 import sys
 import time
 import urllib.error
@@ -20,6 +19,9 @@ import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
+
+from .atomic import replacing
+from .messages import one_line
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -171,9 +173,9 @@ def _download_all(dataset, mirrors, cache, hint):
                 paths[key] = _download_first(bases, name, target, expected)
                 break
             except (OSError, ValueError) as e:
-                errors.append(f"{bases[0]}: {_one_line(e)}")
+                errors.append(f"{bases[0]}: {one_line(e)}")
                 if not isinstance(e, ValueError):  # unreachable: skip it for the other files
-                    dead[bases[0]] = _one_line(e)
+                    dead[bases[0]] = one_line(e)
         else:
             raise OSError(
                 f"could not get {name} for {dataset} ({'; '.join(errors) or 'no mirror'}); {hint}"
@@ -209,12 +211,13 @@ def _download(url, target, expected):
             last = e  # refused, reset, timed out, cut short: worth another try
         if attempt + 1 < ATTEMPTS:
             time.sleep(BACKOFF_SECONDS * 2**attempt)
-    raise OSError(f"{_one_line(last)} (after {ATTEMPTS} attempts)") from last
+    raise OSError(f"{one_line(last)} (after {ATTEMPTS} attempts)") from last
 
 
 def _download_once(url, target, expected):
-    tmp = temporary_path(target)
-    try:
+    # Written under a temporary name, renamed only with the right sha256; on any error
+    # (Ctrl-C too) the partial download is removed (atomic.py).
+    with replacing(target) as tmp:
         digest = hashlib.sha256()
         response = urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS)
         with response, open(tmp, "xb") as out:
@@ -227,11 +230,7 @@ def _download_once(url, target, expected):
             raise ValueError(
                 f"{url}: sha256 mismatch: expected {expected}, found {digest.hexdigest()}"
             )
-        os.replace(tmp, target)
-        return target
-    finally:  # also on Ctrl-C: never leave a partial download behind
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return target
 
 
 def _progress(response, name):
@@ -240,14 +239,5 @@ def _progress(response, name):
     return tqdm(total=size, unit="B", unit_scale=True, desc=name, file=sys.stderr, disable=None)
 
 
-def temporary_path(target) -> Path:
-    """A fresh hidden name beside `target`: renaming it onto `target` is then atomic."""
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
 def _join(base, name):
     return str(base).rstrip("/") + "/" + name
-
-
-def _one_line(e):
-    return " ".join(str(e).split()) or type(e).__name__

@@ -1,9 +1,33 @@
-"""Pure NumPy: the book's layers, the flat parameter buffer, networks and optimizers."""
+"""Pure NumPy: the book's layers, the flat parameter buffer, networks and optimizers.
 
+build(spec) is the main entry; MultiLayerNetExtend, SimpleConvNet and DeepConvNet are the
+book's networks by their class names; MODEL_NAMES lists the spec names build() knows.
+"""
+
+from .builders import (
+    DeepConvNet,
+    MultiLayerNetExtend,
+    SimpleConvNet,
+    build,
+    fuse_convolutions,
+    input_layout,
+)
 from .checkpoint import load
 from .network import Network
-from .networks import build
 from .params import ParamBuffer
+from .spec import MODEL_NAMES
 from .threads import limit_threads
 
-__all__ = ["build", "load", "limit_threads", "Network", "ParamBuffer"]
+__all__ = [
+    "build",
+    "load",
+    "limit_threads",
+    "fuse_convolutions",
+    "input_layout",
+    "DeepConvNet",
+    "MultiLayerNetExtend",
+    "Network",
+    "ParamBuffer",
+    "SimpleConvNet",
+    "MODEL_NAMES",
+]

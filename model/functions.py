@@ -36,9 +36,20 @@ def relu_grad(x):
 
 def softmax(x):
     """Softmax over the last axis; subtracting the row max keeps exp from overflowing."""
-    x = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=-1, keepdims=True)
+    y, _ = softmax_and_log(x)
+    return y
+
+
+def softmax_and_log(x):
+    """(softmax(x), log(softmax(x))) over the last axis, from one exp: mpinet's one softmax.
+
+    The log is computed as x - max - log(sum of exp), exact even where a probability
+    underflows to 0 and log(y) would be -inf (the book adds 1e-7 instead).
+    """
+    shifted = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    z = e.sum(axis=-1, keepdims=True)
+    return e / z, shifted - np.log(z)
 
 
 def mean_squared_error(y, t):
@@ -58,13 +69,3 @@ def cross_entropy_error(y, t):
     batch_size = y.shape[0]
     # 1e-7 keeps log away from -inf when a probability underflows to 0 (the book's delta).
     return -float(np.sum(np.log(y[np.arange(batch_size), t] + 1e-7))) / batch_size
-
-
-def softmax_loss(x, t):
-    """Cross-entropy of softmax(x) computed from log-softmax (exact, no 1e-7 fudge)."""
-    if t.size == x.size:
-        t = t.argmax(axis=1)
-    shifted = x - x.max(axis=1, keepdims=True)
-    log_z = np.log(np.exp(shifted).sum(axis=1))
-    n = x.shape[0]
-    return float(np.sum(log_z - shifted[np.arange(n), t])) / n

@@ -1,7 +1,9 @@
-"""im2col on NHWC maps, and the small helpers the convolution and pooling layers share.
+"""im2col and col2im on NHWC maps, and the small helpers the conv and pooling layers share.
 
 The book's common/util.py has im2col, col2im and conv_output_size; these are their NHWC
-versions (no col2im: the input gradient is a convolution, see conv.py).
+versions. A row of the im2col matrix is one output pixel's window, its columns in
+(FH, FW, C) order. conv.py uses im2col and col2im as the book does; fused_conv.py uses
+windows() and copy_windows() on chunks of the batch, and needs no col2im.
 """
 
 import numpy as np
@@ -42,10 +44,31 @@ def copy_windows(win, out):
     return out.reshape(rows, FH * FW * C)
 
 
-def im2col(x, FH, FW, stride, out=None):
-    """x (N, H, W, C), already padded -> (N*OH*OW, FH*FW*C), rows in NHWC output order."""
+def im2col(x, FH, FW, stride=1, pad=0):
+    """x (N, H, W, C) -> (N*OH*OW, FH*FW*C), rows in NHWC output order, in x's dtype."""
+    if pad:
+        x = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
     win = windows(x, FH, FW, stride)
-    return copy_windows(win, np.empty(win.shape, x.dtype) if out is None else out)
+    return copy_windows(win, np.empty(win.shape, x.dtype))
+
+
+def col2im(col, x_shape, FH, FW, stride=1, pad=0):
+    """The reverse of im2col: (N*OH*OW, FH*FW*C) -> (N, H, W, C), overlaps added up.
+
+    As the book's col2im: for each filter offset (y, x), every window's value at that offset
+    is added to the pixel it was copied from; the padding is cut off at the end.
+    """
+    N, H, W, C = x_shape
+    OH = conv_output_size(H, FH, stride, pad)
+    OW = conv_output_size(W, FW, stride, pad)
+    col = col.reshape(N, OH, OW, FH, FW, C)
+    img = np.zeros((N, H + 2 * pad + stride - 1, W + 2 * pad + stride - 1, C), col.dtype)
+    for y in range(FH):
+        y_max = y + stride * OH
+        for x in range(FW):
+            x_max = x + stride * OW
+            img[:, y:y_max:stride, x:x_max:stride, :] += col[:, :, :, y, x, :]
+    return img[:, pad : H + pad, pad : W + pad, :]
 
 
 class Scratch:

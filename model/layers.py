@@ -5,13 +5,14 @@ Contracts kept throughout:
   (`Affine(W, b, dW, db)`); backward writes them with `[...] =`, never rebinds them;
 - backward never mutates `dout` (the book's Relu does);
 - a layer keeps the dtype of its input: a float32 network never computes in float64.
-Convolution lives in conv.py, pooling in pooling.py; ToNHWC and Flatten, the two layout
-layers of the CNNs, are at the end of this file.
+Convolution lives in conv.py (and the network's fast FusedConvolution in fused_conv.py),
+Pooling in pooling.py; ToNHWC and Flatten, the two layout layers of the CNNs, are at the end
+of this file.
 """
 
 import numpy as np
 
-from .functions import sigmoid
+from .functions import sigmoid, softmax_and_log
 
 
 class MulLayer:
@@ -106,12 +107,9 @@ class SoftmaxWithLoss:
         if t.size == x.size:  # one-hot -> indices
             t = t.argmax(axis=1)
         self.t = t
-        shifted = x - x.max(axis=1, keepdims=True)
-        e = np.exp(shifted)
-        z = e.sum(axis=1, keepdims=True)
-        self.y = e / z
+        self.y, log_y = softmax_and_log(x)
         n = x.shape[0]
-        return float(np.sum(np.log(z[:, 0]) - shifted[np.arange(n), t])) / n
+        return -float(np.sum(log_y[np.arange(n), t])) / n
 
     def backward(self, dout=1):
         n = self.t.shape[0]

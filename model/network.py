@@ -1,8 +1,14 @@
-"""Network: a sequence of the book's layers over one ParamBuffer, plus a loss layer."""
+"""Network: a sequence of layers over one ParamBuffer, plus a loss layer.
+
+The layers are those a plan names (builders.py makes plans): the book's, and where the plan
+says so, the faster equivalent FusedConvolution (fused_conv.py).
+"""
 
 import numpy as np
 
 from .conv import Convolution
+from .functions import softmax
+from .fused_conv import FusedConvolution
 from .init import fill_normal_, init_std
 from .layers import (
     Affine,
@@ -20,20 +26,26 @@ from .params import ParamBuffer
 from .pooling import Pooling
 
 SIMPLE_LAYERS = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh, "flatten": Flatten}
+WEIGHT_KINDS = ("affine", "conv", "fused_conv")  # the layers with W, b, dW, db
 
 
 class Network:
-    """The book's MultiLayerNet interface over a plan of layers.
+    """The book's MultiLayerNet interface over a plan of layers (builders.py makes plans).
+
+    The plan's (name, kind, attrs) entries become the layers, in order, as they are: the
+    network neither reorders nor replaces any (builders.fuse_convolutions does, visibly).
 
     loss(x, t) runs forward in training mode and returns the mean loss (weight decay
     included); backward() writes every gradient into buffer.grad; predict(x) returns the
     scores (before softmax) in evaluation mode, classify(x) the labels. params / grads map
     names ('conv1.W', 'affine2.b', ...) to views. Inputs x are floats (pixels in [0, 1]);
-    integer arrays are refused (check_input), labels t are integers.
+    integer arrays are refused (check_input), labels t are integers. input_layout is 'flat'
+    (rows of features: mlp) or 'image' ((N, C, H, W) maps: the CNNs).
     """
 
     def __init__(self, plan, spec, dtype="float32", seed=0, dropout_seed=None, bn_allreduce=None):
         self.plan, self.spec = plan, spec
+        self.input_layout = plan_input_layout(plan)
         specs, state_specs = _param_specs(plan)
         self.buffer = ParamBuffer(specs, dtype)
         self.state = ParamBuffer(state_specs, dtype, with_grad=False)
@@ -43,45 +55,27 @@ class Network:
         self.dropout_rng = np.random.default_rng(seed if dropout_seed is None else dropout_seed)
         self._init_params(np.random.default_rng(seed))
         self.layers = {
-            name: self._make_layer(name, kind, a, bn_allreduce)
-            for name, kind, a in _fuse_into_conv(_pool_before_relu(plan))
+            name: self._make_layer(name, kind, attrs, bn_allreduce) for name, kind, attrs in plan
         }
-        first = next(iter(self.layers.values()))
-        if isinstance(first, ToNHWC):  # the first conv's input gradient is never needed
-            next(v for v in self.layers.values() if isinstance(v, Convolution)).need_dx = False
-        if isinstance(first, Affine):  # nor the first affine's
-            first.need_dx = False
         loss = spec.get("loss", "softmax")
         self.loss_layer = SoftmaxWithLoss() if loss == "softmax" else IdentityWithLoss()
         self.decayed = [self.params[n] for n, _ in specs if n.endswith(".W")]
         self.decayed_grads = [self.grads[n] for n, _ in specs if n.endswith(".W")]
 
     def _init_params(self, rng):
-        for name, kind, a in self.plan:
-            if kind in ("affine", "conv"):
-                shape = a["shape"]
+        for name, kind, attrs in self.plan:
+            if kind in WEIGHT_KINDS:
+                shape = attrs["shape"]
                 fan_in = shape[0] if kind == "affine" else int(np.prod(shape[1:]))
                 fill_normal_(self.params[f"{name}.W"], init_std(self.spec["init"], fan_in), rng)
             elif kind == "bn":
                 self.params[f"{name}.gamma"][...] = 1
                 self.state.params[f"{name}.running_var"][...] = 1
 
-    def _make_layer(self, name, kind, a, bn_allreduce):
+    def _make_layer(self, name, kind, attrs, bn_allreduce):
         p, g, st = self.params, self.grads, self.state.params
-        if kind == "affine":
-            return Affine(p[f"{name}.W"], p[f"{name}.b"], g[f"{name}.W"], g[f"{name}.b"], name)
-        if kind == "conv":
-            return Convolution(
-                p[f"{name}.W"],
-                p[f"{name}.b"],
-                g[f"{name}.W"],
-                g[f"{name}.b"],
-                stride=a["stride"],
-                pad=a["pad"],
-                name=name,
-                pool=a.get("pool", False),
-                relu=a.get("relu", False),
-            )
+        if kind in WEIGHT_KINDS:
+            return self._weight_layer(name, kind, attrs)
         if kind == "bn":
             return BatchNormalization(
                 p[f"{name}.gamma"],
@@ -93,12 +87,24 @@ class Network:
                 allreduce=bn_allreduce,
             )
         if kind == "pool":
-            return Pooling(a["size"], a["size"], stride=a["size"])
+            return Pooling(attrs["size"], attrs["size"], stride=attrs["size"])
         if kind == "dropout":
-            return Dropout(a["ratio"], self.dropout_rng)
+            return Dropout(attrs["ratio"], self.dropout_rng)
         if kind == "to_nhwc":
-            return ToNHWC(a["input_shape"])
+            return ToNHWC(attrs["input_shape"])
         return SIMPLE_LAYERS[kind]()
+
+    def _weight_layer(self, name, kind, attrs):
+        """Affine, Convolution or FusedConvolution over its views W, b, dW, db."""
+        p, g = self.params, self.grads
+        views = (p[f"{name}.W"], p[f"{name}.b"], g[f"{name}.W"], g[f"{name}.b"])
+        need_dx = attrs.get("need_dx", True)  # False for the first layer (builders)
+        if kind == "affine":
+            return Affine(*views, name=name, need_dx=need_dx)
+        conv = {"stride": attrs["stride"], "pad": attrs["pad"], "need_dx": need_dx, "name": name}
+        if kind == "conv":
+            return Convolution(*views, **conv)
+        return FusedConvolution(*views, **conv, pool=attrs["pool"], relu=attrs["relu"])
 
     # -- training -------------------------------------------------------------------------
 
@@ -150,18 +156,19 @@ class Network:
 
     def predict_proba(self, x, batch_size=1000):
         """Softmax of predict's scores: (n, output_size), each row sums to 1."""
-        y = self.predict(x, batch_size)
-        y = np.exp(y - y.max(axis=1, keepdims=True))
-        return y / y.sum(axis=1, keepdims=True)
+        return softmax(self.predict(x, batch_size))
 
     def evaluate(self, x, t, batch_size=1000):
-        """(sum of per-sample losses, number correct, count): sums, so ranks can add them."""
+        """(sum of per-sample losses, number correct, count): sums, so ranks can add them.
+
+        The loss is the network's own (loss_layer), as in training.
+        """
         loss_sum, correct = 0.0, 0
         x = check_input(x)
         for i in range(0, len(x), batch_size):
             xb, tb = x[i : i + batch_size], np.asarray(t[i : i + batch_size])
             y = self.forward(xb, train=False)
-            loss_sum += SoftmaxWithLoss().forward(y, tb) * len(xb)
+            loss_sum += self.loss_layer.forward(y, tb) * len(xb)
             labels = tb.argmax(axis=1) if tb.ndim == 2 else tb
             correct += int(np.sum(y.argmax(axis=1) == labels))
         return loss_sum, correct, len(x)
@@ -193,48 +200,23 @@ def check_input(x):
     return x
 
 
-def _pool_before_relu(plan):
-    """The plan with every relu -> max-pool pair swapped to pool -> relu.
-
-    max and ReLU commute (ReLU is non-decreasing), and so do their gradients: both orders
-    route a window's gradient to its first maximum when it is positive, and nowhere when it
-    is not. Pooling first lets the ReLU run on maps a quarter of the size.
-    """
-    plan = list(plan)
-    for i in range(len(plan) - 1):
-        if plan[i][1] == "relu" and plan[i + 1][1] == "pool":
-            plan[i], plan[i + 1] = plan[i + 1], plan[i]
-    return plan
-
-
-def _fuse_into_conv(plan):
-    """The plan with a 2x2 max pool, then a ReLU, that follow a conv made part of it.
-
-    The conv (pool=True, relu=True) pools each chunk of its output while it is still in
-    cache, from planes laid out for it (Convolution._pool_chunk), and applies the ReLU there
-    too; values and gradients are the same as the separate layers'.
-    """
-    fused = []
-    for entry in plan:
-        _, kind, a = entry
-        last = fused[-1] if fused else (None, None, {})
-        pool_next = kind == "pool" and a["size"] == 2 and not {"pool", "relu"} & set(last[2])
-        if last[1] == "conv" and (pool_next or kind == "relu"):
-            fused[-1] = (last[0], "conv", {**last[2], kind: True})
-            continue
-        fused.append(entry)
-    return fused
+def plan_input_layout(plan):
+    """'flat' when the plan's first layer with weights is an Affine (rows of features, mlp),
+    else 'image' (a CNN: (N, C, H, W) maps, or their C*H*W values per row)."""
+    first = next(kind for _, kind, _ in plan if kind in WEIGHT_KINDS)
+    return "flat" if first == "affine" else "image"
 
 
 def _param_specs(plan):
     """(trainable specs, state specs) in plan order, e.g. ("conv1.W", (16, 1, 3, 3))."""
     params, state = [], []
-    for name, kind, a in plan:
+    for name, kind, attrs in plan:
         if kind == "affine":
-            params += [(f"{name}.W", a["shape"]), (f"{name}.b", (a["shape"][1],))]
-        elif kind == "conv":
-            params += [(f"{name}.W", a["shape"]), (f"{name}.b", (a["shape"][0],))]
+            params += [(f"{name}.W", attrs["shape"]), (f"{name}.b", (attrs["shape"][1],))]
+        elif kind in ("conv", "fused_conv"):
+            params += [(f"{name}.W", attrs["shape"]), (f"{name}.b", (attrs["shape"][0],))]
         elif kind == "bn":
-            params += [(f"{name}.gamma", (a["size"],)), (f"{name}.beta", (a["size"],))]
-            state += [(f"{name}.running_mean", (a["size"],)), (f"{name}.running_var", (a["size"],))]
+            size = attrs["size"]
+            params += [(f"{name}.gamma", (size,)), (f"{name}.beta", (size,))]
+            state += [(f"{name}.running_mean", (size,)), (f"{name}.running_var", (size,))]
     return params, state

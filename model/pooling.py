@@ -9,10 +9,10 @@ class Pooling:
     """Max pooling of NHWC maps over pool_h x pool_w windows.
 
     The maximum of each window is taken offset by offset (strided views, no im2col copy);
-    2x2 windows with stride 2 have a shorter path (after a convolution, the network fuses
-    them into it instead). backward routes each window's gradient to ONE maximum, the first
-    in row-major order as the book's argmax does: a plain equality mask would count ties
-    (common in MNIST) twice.
+    2x2 windows with stride 2 have a shorter path (after a convolution, the network plan
+    pools inside FusedConvolution instead: builders.fuse_convolutions). backward routes
+    each window's gradient to ONE maximum, the first in row-major order as the book's argmax
+    does: a plain equality mask would count ties (common in MNIST) twice.
     """
 
     def __init__(self, pool_h, pool_w, stride=1, pad=0):

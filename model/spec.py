@@ -38,6 +38,8 @@ DEFAULTS = {
     # DeepConvNet of chapter 8: six 3x3 convs (conv4 padded by 2), dropout 0.5 after both affines.
     "deep_cnn": {**COMMON, "filters": [16, 16, 32, 32, 64, 64], "hidden": 50, "dropout": 0.5},
 }
+# The spec names build() knows (builders.PLANS has one plan each); the config's choices too.
+MODEL_NAMES = tuple(DEFAULTS)
 
 
 def resolve_spec(spec):
@@ -45,7 +47,7 @@ def resolve_spec(spec):
     spec = dict(spec)
     name = spec.pop("name", "mlp")
     if name not in DEFAULTS:
-        raise ValueError(f"model.name: got {name!r}; expected one of {', '.join(DEFAULTS)}")
+        raise ValueError(f"model.name: got {name!r}; expected one of {', '.join(MODEL_NAMES)}")
     unknown = sorted(set(spec) - set(DEFAULTS[name]))
     if unknown:
         near = get_close_matches(unknown[0], DEFAULTS[name], n=1)

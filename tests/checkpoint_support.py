@@ -7,7 +7,7 @@ import numpy as np
 
 from mpinet.model import build
 from mpinet.model.checkpoint import rng_state
-from mpinet.model.checkpoint_schema import meta_digest
+from mpinet.model.checkpoint.schema import meta_digest
 from mpinet.model.optimizers import create
 
 SPEC = {"name": "simple_cnn", "filters": 4, "hidden": 16, "batchnorm": True}

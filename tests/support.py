@@ -219,3 +219,8 @@ def _free(port):
             return True
         except OSError:
             return False
+
+
+def faulty_mpinet_command(fault, python=None):
+    """`mpinet` with one fault ("RANK:STEP:KIND", see tests/faulty_mpinet.py) injected."""
+    return [str(python or sys.executable), str(REPO / "tests" / "faulty_mpinet.py"), fault]

@@ -7,17 +7,12 @@ user errors (bad files, flags, config keys) into a one-line message and a non-ze
 import argparse
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 # The one error policy (cluster/errors.py): what is the user's, and the exit codes.
 from mpinet.cluster import EXIT_INTERRUPTED, EXIT_USER_ERROR, USER_ERRORS
+from mpinet.data.messages import one_line
 
-
-def package_version():
-    try:
-        return version("mpinet")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
+from .environment import package_version
 
 
 def build_parser():
@@ -71,7 +66,7 @@ def main(argv=None):
     except USER_ERRORS as e:
         if os.environ.get("MPINET_TRACEBACK"):
             raise
-        print(f"mpinet {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"mpinet {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:  # `train` handles its own Ctrl-C; the others just stop
         print(f"mpinet {args.command}: interrupted", file=sys.stderr)
@@ -86,10 +81,6 @@ def print_out(text):
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail
-
-
-def _one_line(e):
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

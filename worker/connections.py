@@ -2,7 +2,7 @@
 `limits.max_connections` of them, every read and write with a deadline, and a drain.
 
     accept loop -> full? answer 503 at once, close   -> else a thread: read a request
-    (http.py), route it, read its body, answer it, log one line; keep-alive: the next one
+    (sockets.py), route it, read its body, answer it, log one line; keep-alive: the next one
 
 A thread per connection keeps each request's code a plain top-to-bottom function; the cap
 and the timeouts bound what that costs (a stalled client holds one thread for at most
@@ -20,17 +20,10 @@ import threading
 import time
 from collections import deque
 
-from .http import (
-    Connection,
-    Disconnected,
-    HttpError,
-    encode,
-    error_answer,
-    json_answer,
-    printable,
-)
+from .http import HttpError, encode, error_answer, json_answer, printable
+from .sockets import Connection, Disconnected
 
-log = logging.getLogger("mpinet.worker")
+log = logging.getLogger(__name__)
 REFUSED_MAX = 32  # refused sockets lingering at once (each for up to a second)
 RESERVED_FDS = 64 + REFUSED_MAX  # descriptors kept for the process itself and refusals
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)

@@ -1,4 +1,5 @@
-"""What a run ran on, recorded at the start of every leg: for `mpinet report` and people.
+"""What a run ran on, recorded at the start of every leg: for `mpinet report` and people; and
+the one `package_version` (mpinet --version, the metrics' mpinet_run label, this record).
 
     RUN_DIR/environment.jsonl   one object per leg: the command, versions, MPI, BLAS, CPU,
                                 world size and which host each rank ran on
@@ -37,7 +38,7 @@ def describe(comm, step):
         "hosts": hosts,
         "mpi": comm.library,
         "python": platform.python_version(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": {name: package_version(name, missing=None) for name in PACKAGES},
         "git_commit": git_commit(),
         "blas": [
             {k: info.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
@@ -90,8 +91,10 @@ def cpu():
     return {"model": model, "flags": flags, "machine": platform.machine(), "cores": cores}
 
 
-def _version(name):
+def package_version(name="mpinet", missing="0+unknown"):
+    """The installed version of package `name`; `missing` when it is not installed (mpinet
+    run from a source tree that is not)."""
     try:
         return version(name)
     except PackageNotFoundError:
-        return None
+        return missing

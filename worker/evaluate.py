@@ -15,20 +15,19 @@ import logging
 
 import numpy as np
 
-from mpinet.cluster import USER_ERRORS, abort_on_error, auto, fail_together
+from mpinet.cluster import USER_ERRORS, abort_on_error, auto, fail_together, on_root
 from mpinet.data import class_names, eval_share, open_checked
 from mpinet.data.h5file import split_names
 from mpinet.model.checkpoint import network, read, resolve
-from mpinet.model.functions import softmax_loss
 
-from .checkpoints import warn_skipped
+from .checkpoint_dir import warn_skipped
 from .cli import print_out
 from .log import setup_logging
 from .predict import CHECKPOINT_HELP, checkpoint_config, data_path, trained_on
 
 HELP = "evaluate a checkpoint on a data split: accuracy, loss, per-class accuracy, confusion matrix"
 SPLITS = ("test", "train", "val")
-log = logging.getLogger("mpinet.worker")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
@@ -59,6 +58,7 @@ def run(args):
         fail_together(comm, "loading the checkpoint and data", error)  # dist
         net, path, x, t, names = result
         counts, loss_sum = tally(net, x, t)
+        loss_sum = np.array([loss_sum])
         comm.allreduce_sum_(counts)  # dist: every sample counted once over all ranks
         comm.allreduce_sum_(loss_sum)  # dist
         if comm.is_root:
@@ -71,14 +71,7 @@ def run(args):
 
 def choose_checkpoint(given, comm):
     """The checkpoint file CHECKPOINT means, chosen on rank 0 and told to every rank."""
-    error, chosen = None, None
-    if comm.is_root:
-        try:
-            chosen = resolve(given, skipped=warn_skipped)
-        except USER_ERRORS as e:
-            error = e
-    fail_together(comm, "finding the checkpoint", error)  # dist
-    return comm.bcast_object(chosen, root=0)  # dist
+    return on_root(comm, "finding the checkpoint", lambda: resolve(given, skipped=warn_skipped))
 
 
 def load_share(chosen, args, comm):
@@ -88,14 +81,13 @@ def load_share(chosen, args, comm):
     path = data_path(ckpt, args.data)
     check_data(ckpt, path, args.split)
     normalize = checkpoint_config(ckpt).get("data", {}).get("normalize", "unit")
-    shape = "flat" if ckpt.spec["name"] == "mlp" else "image"
     x, t = eval_share(
         path,
         args.split,
         comm.rank,
         comm.world_size,
         dtype=ckpt.dtype,
-        shape=shape,
+        shape=net.input_layout,
         normalize=normalize,
     )
     return net, path, x, t, class_names(trained_on(ckpt), int(net.spec["output_size"]))
@@ -122,14 +114,17 @@ def check_data(ckpt, path, split):
 
 
 def tally(net, x, t, batch_size=1000):
-    """(counts[true, predicted] as int64, the SUM of per-sample losses): sums ranks can add."""
+    """(counts[true, predicted] as int64, the SUM of per-sample losses) of this share:
+    sums ranks can add. The one evaluation of both `mpinet eval` and training, through the
+    network's own loss layer (the loss of training, without weight decay)."""
     k = int(net.spec.get("output_size", 10))
     counts, loss_sum = np.zeros(k * k, np.int64), 0.0
     for i in range(0, len(x), batch_size):
-        y, tb = net.predict(x[i : i + batch_size]).astype(np.float64), t[i : i + batch_size]
+        xb, tb = x[i : i + batch_size], t[i : i + batch_size]
+        y = net.forward(xb, train=False)
+        loss_sum += float(net.loss_layer.forward(y, tb)) * len(tb)
         counts += np.bincount(tb * k + y.argmax(axis=1), minlength=k * k)
-        loss_sum += softmax_loss(y, tb) * len(y)
-    return counts.reshape(k, k), np.array([loss_sum])
+    return counts.reshape(k, k), loss_sum
 
 
 def summarise(counts, loss_sum, checkpoint, data, split):

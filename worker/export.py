@@ -5,7 +5,7 @@
                            which load/eval/predict/serve read (computing in float32)
     --format safetensors   the weights by name, the book's shapes, no pickle
 
-The network's plan (model/networks.py) maps one to one onto standard ONNX operators, in the
+The network's plan (model/builders.py) maps one to one onto standard ONNX operators, in the
 book's order: Conv, Relu/Sigmoid/Tanh, MaxPool, BatchNormalization, Flatten, Gemm; dropout
 is the identity at inference and left out. Weights keep the book's shapes, which are ONNX's
 own (conv W (FN, C, FH, FW) = OIHW; affine W (in, out) with Gemm's transB = 0). The input is
@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from mpinet.data import class_names
+from mpinet.data.atomic import replacing
+from mpinet.data.messages import written
 from mpinet.model.checkpoint import read, resolve
 
 from .predict import CHECKPOINT_HELP, pixel_stats, trained_on
@@ -54,12 +56,8 @@ def add_arguments(parser):
 def run(args):
     ckpt = read(resolve(args.checkpoint))
     out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:  # written under a temporary name: never half a file under its name
+    with written(out, option="--out"), replacing(out) as tmp:  # never half a file at `out`
         what = WRITERS[args.format](ckpt, tmp, args)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     mb = out.stat().st_size / 1e6, ckpt.path.stat().st_size / 1e6
     sizes = f"{mb[0]:.2f} MB (the checkpoint {mb[1]:.2f})"
     print(f"wrote {out}: {ckpt.spec['name']} from {ckpt.path}, {what}; {sizes}")
@@ -143,14 +141,14 @@ def to_onnx(ckpt):
             f"checkpoint {ckpt.path}: holds {ckpt.dtype} parameters; expected "
             f'float32 for ONNX export; train with model.dtype = "float32"'
         )
-    net = build(ckpt.spec, dtype=ckpt.dtype)
+    net = build(ckpt.spec, dtype=ckpt.dtype, fuse=False)  # the book's plan: one ONNX op each
     graph = Graph(ckpt)
     x = "input"
     stats = pixel_stats(ckpt)
     if stats is not None:  # trained on standardised pixels: (x - mean) / std first
         x = graph.node("Sub", [x, graph.constant("pixel_mean", stats[0])])
         x = graph.node("Div", [x, graph.constant("pixel_std", stats[1])])
-    if ckpt.spec["name"] == "mlp":
+    if net.input_layout == "flat":
         x = graph.node("Flatten", [x], axis=1)
     for name, kind, a in net.plan:
         x = graph.layer(name, kind, a, x)

@@ -208,3 +208,23 @@ def panel_grid(names):
 def panel_title(true_name, predicted_name, probability):
     """e.g. "7 → 2 (0.91)" or "Shirt → T-shirt/top (0.62)"."""
     return f"{true_name} → {predicted_name} ({probability:.2f})"
+
+
+def search_figure(trials, space):
+    """`mpinet search`: the score against each hyper-parameter (log axis for log_uniform)."""
+    fig = Figure(figsize=(4 * len(space), 3.4), layout="constrained")
+    ok = [t for t in trials if t["status"] == "ok"]
+    for i, (key, (kind, _)) in enumerate(sorted(space.items())):
+        ax = fig.add_subplot(1, len(space), i + 1)
+        values = [t["values"][key] for t in ok]
+        if kind == "choice":
+            labels = sorted({str(v) for v in values})
+            values = [labels.index(str(v)) for v in values]
+            ax.set_xticks(range(len(labels)), labels)
+        ax.scatter(values, [t["score"] for t in ok])
+        if kind == "log_uniform":
+            ax.set_xscale("log")
+        ax.set(xlabel=key, ylabel="score (accuracy)" if i == 0 else None)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"random search: {len(ok)} trial(s)")
+    return fig

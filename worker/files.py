@@ -1,59 +1,31 @@
-"""The run directory's small files, and what an OS error while writing them says.
+"""The run directory's .jsonl files: one JSON object per line, appended durably, read back.
 
-HDF5 reports a full disk as a multi-line dump ("Can't synchronously write data (file write
-failed: time = ..., errno = 28, error message = 'No space left on device', buf = 0x...");
-a user needs the cause, the file and what to do, in one line. Every write of a run's files
-goes through `written(path)`, which turns any OSError into that line.
+Every write of a run's files goes through `written(path)` (mpinet.data.messages), which turns
+any OSError into one line naming the file and what to do, and through the one atomic writer
+(mpinet.data.atomic): a crash never leaves half a file, nor loses a line already appended.
+`written` and `replace_text` are re-exported here for the worker's modules.
 """
 
-import errno
 import json
-import os
-from contextlib import contextmanager
 from pathlib import Path
 
-ADVICE = {
-    errno.ENOSPC: "free space on that device, or choose another --run-dir",
-    errno.EDQUOT: "free space in your quota, or choose another --run-dir",
-    errno.EROFS: "the file system is read-only; choose another --run-dir",
-    errno.EACCES: "check the directory's permissions, or choose another --run-dir",
-    errno.EPERM: "check the directory's permissions, or choose another --run-dir",
-}
+from mpinet.data.atomic import append_line
+from mpinet.data.atomic import replace_text as _replace_text
+from mpinet.data.messages import written
 
-
-def os_error_line(error, path):
-    """'<path>: No space left on device; expected room to write it; free space ...'."""
-    code = getattr(error, "errno", None)
-    cause = os.strerror(code) if code else " ".join(str(error).split())[:200]
-    advice = ADVICE.get(code, "check the path and the disk, then run again")
-    return f"{path}: {cause}; expected to write it; {advice}"
-
-
-@contextmanager
-def written(path):
-    """Writes inside the block that fail with an OSError raise one line naming `path`."""
-    try:
-        yield Path(path)
-    except OSError as e:
-        raise OSError(os_error_line(e, path)) from None
+__all__ = ["append_json", "read_jsonl", "replace_text", "written"]
 
 
 def replace_text(path, text):
-    """Write `text` to `path` through a temporary name: never half a file under its name."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write `text` to `path` atomically (mpinet.data.atomic); an OSError is one line."""
     with written(path):
-        try:
-            tmp.write_text(text)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _replace_text(path, text)
 
 
 def append_json(path, row):
-    """One JSON object as one more line of a .jsonl file."""
-    with written(path), open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    """One JSON object as one more line of a .jsonl file, on disk when this returns."""
+    with written(path):
+        append_line(path, json.dumps(row))
 
 
 def read_jsonl(path, up_to_step=None):

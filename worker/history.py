@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .files import append_json, read_jsonl, replace_text
 
-log = logging.getLogger("mpinet.worker")
+log = logging.getLogger(__name__)
 FILES = ("history.jsonl", "steps.jsonl", "environment.jsonl")  # rows kept up to a resume's step
 
 

@@ -1,6 +1,8 @@
 """Logging: one handler on stderr, tagged with the rank; rank 0 at INFO, others at WARNING.
 
 This is nanoGPT's `master_process` gate done with log levels: every rank can still warn.
+Every module logs to `logging.getLogger(__name__)` ("mpinet.worker.train", "mpinet.cluster.abort",
+...): children of the "mpinet" logger configured here, so one handler serves them all.
 With `json_lines=True` each record is one JSON object per line instead (for log shippers
 such as Fluent Bit, Vector or Promtail, which then need no parsing rules).
 """

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
-from mpinet.worker.cli import package_version
+from mpinet.worker.environment import package_version
 
 from .push import push_summary
 
-log = logging.getLogger("mpinet.worker")
+log = logging.getLogger(__name__)
 
 PHASES = ("data", "forward", "backward", "allreduce", "optimizer")
 SPLITS = ("train", "test")
@@ -49,38 +49,45 @@ class Metrics:
         self.server = self._serve(cfg.metrics.host, port)
 
     def _define(self, cfg, comm):
-        """Create every metric with this rank's constant labels (rank, job)."""
+        """Create every metric with this rank's constant labels (rank, job; trial)."""
         labels = {"rank": str(comm.rank), "job": cfg.metrics.job}
-        names, values = list(labels), list(labels.values())
-        r = self.registry
+        if cfg.metrics.trial >= 0:  # one trial of `mpinet search`
+            labels["trial"] = str(cfg.metrics.trial)
+        self._names, self._values = list(labels), list(labels.values())
+        self._define_steps()
+        self._define_evaluations()
+        self._define_run(cfg, comm)
+        self._seen_bytes, self._seen_wait = 0, 0.0
 
-        def one(kind, name, doc, **kw):  # a metric with this rank's labels only
-            return kind(name, doc, names, registry=r, **kw).labels(*values)
+    # Gauges without a value yet are absent, never 0.0: an alert on "accuracy < 0.9" must
+    # not fire before the first evaluation, nor "loss is NaN" before a step.
 
-        def unset(name, doc):  # a gauge absent from the scrape until it has a value
-            return Unset(Gauge(name, doc, names, registry=r), values)
+    def _one(self, kind, name, doc, **kw):  # a metric with this rank's labels only
+        return kind(name, doc, self._names, registry=self.registry, **kw).labels(*self._values)
 
-        def per(kind, name, doc, label, keys, **kw):  # one child per value of a bounded label
-            metric = kind(name, doc, names + [label], registry=r, **kw)
-            return {key: metric.labels(*values, key) for key in keys}
+    def _unset(self, name, doc):  # a gauge absent from the scrape until it has a value
+        return Unset(Gauge(name, doc, self._names, registry=self.registry), self._values)
 
-        def per_unset(name, doc, label, keys):
-            metric = Gauge(name, doc, names + [label], registry=r)
-            return {key: Unset(metric, [*values, key]) for key in keys}
+    def _per(self, kind, name, doc, label, keys, **kw):  # a child per value of a bounded label
+        metric = kind(name, doc, self._names + [label], registry=self.registry, **kw)
+        return {key: metric.labels(*self._values, key) for key in keys}
 
-        # Gauges without a value yet are absent, never 0.0: an alert on "accuracy < 0.9"
-        # must not fire before the first evaluation, nor "loss is NaN" before a step.
-        self.loss = unset("mpinet_train_loss", "Training loss of the last step")
-        self.accuracy = unset(
+    def _per_unset(self, name, doc, label, keys):
+        metric = Gauge(name, doc, self._names + [label], registry=self.registry)
+        return {key: Unset(metric, [*self._values, key]) for key in keys}
+
+    def _define_steps(self):
+        self.loss = self._unset("mpinet_train_loss", "Training loss of the last step")
+        self.accuracy = self._unset(
             "mpinet_train_accuracy", "Training accuracy since the last evaluation"
         )
-        self.samples = one(
+        self.samples = self._one(
             Counter,
             "mpinet_train_samples",
             "Training samples processed by the job (global batch per step)",
         )
-        self.steps = one(Counter, "mpinet_train_steps", "Optimizer steps completed")
-        self.phase = per(
+        self.steps = self._one(Counter, "mpinet_train_steps", "Optimizer steps completed")
+        self.phase = self._per(
             Histogram,
             "mpinet_step_phase_duration_seconds",
             "Time of one step's phases on this rank",
@@ -88,55 +95,62 @@ class Metrics:
             PHASES,
             buckets=STEP_BUCKETS,
         )
-        self.step_seconds = one(
+        self.step_seconds = self._one(
             Histogram,
             "mpinet_step_duration_seconds",
             "Time of one whole training step on this rank",
             buckets=STEP_BUCKETS,
         )
-        self.allreduce_bytes = one(
+        self.allreduce_bytes = self._one(
             Counter, "mpinet_allreduce_bytes", "Bytes this rank passed to allreduce"
         )
-        self.wait = one(
+        self.wait = self._one(
             Counter,
             "mpinet_collective_wait_seconds",
             "Seconds this rank spent inside collectives (the slow rank waits least)",
         )
-        accuracy = per_unset(
-            "mpinet_eval_accuracy", "Accuracy at the last evaluation", "split", SPLITS
-        )
-        loss = per_unset("mpinet_eval_loss", "Loss at the last evaluation", "split", SPLITS)
-        self.eval = {s: (accuracy[s], loss[s]) for s in SPLITS}
-        self.lr = unset("mpinet_learning_rate", "Learning rate of the last step")
-        self.epoch = one(
+        self.lr = self._unset("mpinet_learning_rate", "Learning rate of the last step")
+        self.epoch = self._one(
             Gauge, "mpinet_epoch", "Completed epochs, a fraction: step / steps per epoch"
         )
-        self.step = one(Gauge, "mpinet_step", "Optimizer steps completed")
-        self.world = one(Gauge, "mpinet_world_size", "Number of ranks in the job")
-        self.start = one(
-            Gauge, "mpinet_start_timestamp_seconds", "Unix time this rank started training"
+        self.step = self._one(Gauge, "mpinet_step", "Optimizer steps completed")
+
+    def _define_evaluations(self):
+        accuracy = self._per_unset(
+            "mpinet_eval_accuracy", "Accuracy at the last evaluation", "split", SPLITS
         )
-        # Before the first step it holds the start time, so "no step for 10 minutes" also
-        # catches a job stuck before its first step.
-        self.last_step = one(
-            Gauge,
-            "mpinet_last_step_timestamp_seconds",
-            "Unix time of the last completed step (liveness); the start before",
-        )
-        self.checkpoint_seconds = one(
+        loss = self._per_unset("mpinet_eval_loss", "Loss at the last evaluation", "split", SPLITS)
+        self.eval = {s: (accuracy[s], loss[s]) for s in SPLITS}
+        self.checkpoint_seconds = self._one(
             Histogram,
             "mpinet_checkpoint_duration_seconds",
             "Time to write one checkpoint (rank 0 writes them)",
             buckets=CHECKPOINT_BUCKETS,
         )
-        self.last_checkpoint = unset(
+        self.last_checkpoint = self._unset(
             "mpinet_last_checkpoint_timestamp_seconds",
             "Unix time of the last successful checkpoint",
         )
-        info = Info(
-            "mpinet_run", "The run: version, model, optimizer, world size", names, registry=r
+
+    def _define_run(self, cfg, comm):
+        self.world = self._one(Gauge, "mpinet_world_size", "Number of ranks in the job")
+        self.start = self._one(
+            Gauge, "mpinet_start_timestamp_seconds", "Unix time this rank started training"
         )
-        info.labels(*values).info(
+        # Before the first step it holds the start time, so "no step for 10 minutes" also
+        # catches a job stuck before its first step.
+        self.last_step = self._one(
+            Gauge,
+            "mpinet_last_step_timestamp_seconds",
+            "Unix time of the last completed step (liveness); the start before",
+        )
+        info = Info(
+            "mpinet_run",
+            "The run: version, model, optimizer, world size",
+            self._names,
+            registry=self.registry,
+        )
+        info.labels(*self._values).info(
             {
                 "version": package_version(),
                 "model": cfg.model.name,
@@ -147,7 +161,6 @@ class Metrics:
         self.world.set(comm.world_size)
         self.start.set(self.started)
         self.last_step.set(self.started)
-        self._seen_bytes, self._seen_wait = 0, 0.0
 
     def _serve(self, host, port):
         try:

@@ -18,10 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mpinet.data.atomic import replacing
+from mpinet.data.messages import one_line
+from mpinet.model.functions import softmax
+
 from . import figures
 from .files import read_jsonl
 
-log = logging.getLogger("mpinet.worker")
+log = logging.getLogger(__name__)
 
 HELP = "redraw a run's plots from its history, steps and latest checkpoint"
 CURVES = ("loss.png", "accuracy.png")
@@ -71,8 +75,7 @@ class Predictions:
 def from_scores(t, scores, images):
     """Predictions from a network's scores (before softmax) (n, classes)."""
     scores = np.asarray(scores, dtype=np.float64)
-    # softmax of the largest score, computed without exp overflowing: 1 / sum exp(s - max)
-    p = 1.0 / np.exp(scores - scores.max(axis=1, keepdims=True)).sum(axis=1)
+    p = softmax(scores).max(axis=1)  # the model's one softmax (mpinet.model.functions)
     return Predictions(np.asarray(t), scores.argmax(axis=1), p, np.asarray(images))
 
 
@@ -147,7 +150,7 @@ def draw(run_dir, predictions=None, checkpoint=None, data=None):
         try:
             predictions = predict(cfg, checkpoint_for(run_dir, checkpoint), path)
         except (OSError, ValueError) as e:
-            skipped[", ".join(PREDICTIONS)] = " ".join(str(e).split())
+            skipped[", ".join(PREDICTIONS)] = one_line(e)
     if predictions is not None:
         from mpinet.data import class_names
 
@@ -167,10 +170,9 @@ def _log(written, skipped, run_dir):
 
 
 def save(fig, path):
-    """Write through a temporary name: a crash never leaves half a PNG under the real one."""
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    tmp.replace(path)
+    """Write atomically (mpinet.data.atomic): a crash never leaves half a PNG, nor loses one."""
+    with replacing(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     return path
 
 
@@ -252,7 +254,7 @@ def checkpoint_for(run_dir, checkpoint=None):
     """The checkpoint `mpinet plot` predicts with: `checkpoint` if given (a file, a pointer
     or a directory), else the run's newest valid one (`latest` first), as every command
     that takes a checkpoint resolves it (model/checkpoint_paths.py)."""
-    from mpinet.model.checkpoint_paths import resolve
+    from mpinet.model.checkpoint import resolve
 
     if checkpoint:
         return resolve(checkpoint)

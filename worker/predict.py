@@ -141,7 +141,7 @@ class Predictor:
         self.dataset = trained_on(ckpt)
         self.names = class_names(self.dataset, self.classes)
         self.digits = self.names == [str(k) for k in range(self.classes)]
-        self.flat = self.net.spec["name"] == "mlp"
+        self.flat = self.net.input_layout == "flat"
         self.stats = pixel_stats(ckpt)
         self.lock = threading.Lock()
 

@@ -19,7 +19,7 @@ import h5py
 
 from mpinet.model.checkpoint import read
 
-from .checkpoints import checkpoint_files
+from .checkpoint_dir import checkpoint_files
 from .cli import print_out
 from .files import read_jsonl
 

@@ -1,4 +1,4 @@
-"""Full-state checkpoints from the training loop: what to resume, save, restore, pre-emption.
+"""Full-state checkpoints from the training loop: what to resume from, restore, save.
 
 A resumed run is "the same command": `--resume auto|PATH` finds the checkpoint first (rank
 0 reads and validates it), the run's own config (stored in the checkpoint) is the base that
@@ -11,21 +11,20 @@ the clocks and counts that summary.json adds up across legs.
 
 import json
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mpinet.cluster import EXIT_INTERRUPTED, EXIT_PREEMPTED, fail_together
+from mpinet.cluster import on_root
 from mpinet.model.checkpoint import restore, set_rng_state
 
-from .checkpoints import CheckpointDir, find_resume
+from .checkpoint_dir import CheckpointDir, find_resume
 from .config import load_config, to_toml
 from .files import written
 
-log = logging.getLogger("mpinet.worker")
+log = logging.getLogger(__name__)
 
 
 def resolve_start(args, overrides):
@@ -84,16 +83,18 @@ class Resumed:
     source: Path | None = None  # the run directory the checkpoint came from
 
 
-def restore_checkpoint(cfg, comm, ckpt, net, optimizer, running, data_id):
-    """Every rank: restore rank 0's validated checkpoint `ckpt` (None elsewhere) -> Resumed."""
-    error = None
-    if comm.is_root:
-        try:
-            check_compatible(ckpt, cfg, data_id)
-        except ValueError as e:
-            error = e
-    fail_together(comm, "checking the checkpoint to resume from", error)  # dist
-    ckpt = comm.bcast_object(ckpt, root=0)  # dist: arrays and meta, validated on rank 0
+def restore_checkpoint(cfg, comm, ckpt, net, optimizer, data_meta):
+    """Every rank: restore rank 0's validated checkpoint `ckpt` (None elsewhere) ->
+    (Resumed, this rank's training sums since the last evaluation, or None when the world
+    size changed)."""
+    sums = None
+
+    def checked():
+        check_compatible(ckpt, cfg, data_meta["data_fingerprint"])
+        return ckpt
+
+    # dist: the arrays and meta, validated on rank 0, go to every rank
+    ckpt = on_root(comm, "checking the checkpoint to resume from", checked, errors=ValueError)
     restore(ckpt, net, optimizer)
     meta = ckpt.meta
     step = int(meta["step"])
@@ -106,7 +107,7 @@ def restore_checkpoint(cfg, comm, ckpt, net, optimizer, running, data_id):
     )
     if int(meta["world_size"]) == comm.world_size:
         set_rng_state(net.dropout_rng, json.loads(meta["dropout_rngs"])[comm.rank])
-        running[:] = json.loads(meta["running"])[comm.rank]
+        sums = json.loads(meta["running"])[comm.rank]
         resumed.train_seconds = float(meta.get("train_seconds", 0.0))
     else:  # another world size: the replicated state carries over, per-rank streams cannot
         fresh = np.random.default_rng((cfg.train.seed, comm.rank, step))
@@ -114,7 +115,7 @@ def restore_checkpoint(cfg, comm, ckpt, net, optimizer, running, data_id):
     log.info(
         "resumed from %s at step %d (saved by %s rank(s))", ckpt.path, step, meta["world_size"]
     )
-    return resumed
+    return resumed, sums
 
 
 def check_compatible(ckpt, cfg, data_id):
@@ -151,89 +152,36 @@ class Clock:
         return self.elapsed_before + time.perf_counter() - self.started
 
 
-def save_checkpoint(
-    cfg,
-    comm,
-    checkpoints,
-    net,
-    optimizer,
-    step,
-    total_steps,
-    running,
-    clock,
-    world_sizes,
-    data_meta,
-    test_accuracy=None,
-):
+def save_checkpoint(run, test_accuracy=None):
     """Every rank calls this; rank 0 writes. Returns the save's duration (None elsewhere).
 
-    data_meta: the data file's fingerprint, and its pixel statistics when the inputs are
-    standardised (so inference needs no data file).
+    The checkpoint records the data file's fingerprint, and its pixel statistics when the
+    inputs are standardised (so inference needs no data file).
     """
+    cfg, comm, net, step, clock = run.cfg, run.comm, run.net, run.steps_done, run.clock
     if net.state.size:
         comm.allreduce_mean_(net.state.data)  # dist: the BatchNorm statistics of all ranks
     dropout = comm.gather_object(net.dropout_rng.bit_generator.state, root=0)  # dist
-    sums = comm.gather_object(running.tolist(), root=0)  # dist: train loss since last eval
-    error, seconds = None, None
-    if comm.is_root:
+    sums = comm.gather_object(run.sums.values(), root=0)  # dist: train sums since last eval
+
+    def write():
         meta = {
             "step": step,
             "world_size": comm.world_size,
             "config": to_toml(cfg),
             "dropout_rngs": json.dumps(dropout),
             "running": json.dumps(sums),
-            "world_sizes": json.dumps(world_sizes),
-            "total_steps": total_steps,
+            "world_sizes": json.dumps(run.world_sizes),
+            "total_steps": run.schedule.total_steps,
             "train_seconds": clock.train_seconds,
             "elapsed_seconds": clock.elapsed(),
-            **data_meta,
+            **run.data["meta"],
         }
-        try:
-            with written(checkpoints.dir / f"ckpt-{step:08d}.h5"):  # a full disk: one line
-                checkpoints.save(net, optimizer, meta, test_accuracy=test_accuracy)
-            seconds = checkpoints.last_seconds
-        except (OSError, ValueError) as e:
-            error = e
-    fail_together(comm, f"saving the checkpoint of step {step}", error)  # dist
-    return seconds
+        with written(run.checkpoints.path(step)):  # a full disk: one line
+            run.checkpoints.save(net, run.optimizer, meta, test_accuracy=test_accuracy)
+        return run.checkpoints.last_seconds
 
-
-class Preemption:
-    """SIGTERM / SIGUSR1 / SIGINT (Ctrl-C) on any rank -> every rank checkpoints at the next
-    step boundary; a second Ctrl-C stops at once (KeyboardInterrupt: one line, exit 130).
-
-    The handler only sets a flag; `requested(comm)` sums the flags over the ranks (one tiny
-    allreduce per step), so all ranks decide together, at the same step. Under mpirun, Ctrl-C
-    reaches mpiexec, which forwards SIGINT to every rank.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-    REASONS = (
-        ("SIGTERM", EXIT_PREEMPTED),
-        ("SIGUSR1", EXIT_PREEMPTED),
-        ("Ctrl-C", EXIT_INTERRUPTED),
-    )
-
-    def __init__(self):
-        self.flags = np.zeros(len(self.SIGNALS))
-        self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-
-    def _handle(self, signum, frame):
-        i = self.SIGNALS.index(signum)
-        if signum == signal.SIGINT and self.flags[i]:
-            raise KeyboardInterrupt  # the second Ctrl-C: stop now
-        self.flags[i] = 1
-
-    def requested(self, comm):
-        """None, or (what stopped the run, its exit code), the same on every rank."""
-        flags = self.flags.copy()
-        comm.allreduce_sum_(flags)  # dist
-        stops = [reason for reason, flag in zip(self.REASONS, flags, strict=True) if flag > 0]
-        return stops[-1] if stops else None  # Ctrl-C wins: the person at the terminal
-
-    def close(self):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
+    return on_root(comm, f"saving the checkpoint of step {step}", write, share=False)  # dist
 
 
 def make_checkpoint_dir(cfg, comm, run_dir):

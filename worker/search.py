@@ -25,22 +25,26 @@ import json
 import logging
 import math
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from mpinet.cluster import USER_ERRORS, AllRanksError, abort_on_error, auto
+from mpinet.cluster import USER_ERRORS, AllRanksError, abort_on_error, auto, on_root
+from mpinet.data.atomic import replacing
+from mpinet.data.messages import one_line
 
-from .checkpoints import find_resume
+from .checkpoint_dir import find_resume
 from .cli import print_out
-from .config import load_config, write_config
-from .files import append_json, replace_text
+from .config import load_config, to_toml
+from .figures import search_figure
+from .files import replace_text, written
 from .log import setup_logging
 from .loop import train
 
 HELP = "random search over hyper-parameters, trials in parallel groups of MPI ranks"
 KINDS = ("log_uniform", "uniform", "choice")
-log = logging.getLogger("mpinet.worker")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
@@ -214,22 +218,26 @@ def survivors(trials, alive):
 def run_trial(args, overrides, trial, group, budget):
     """Train (or, halving, continue) one trial in `group` -> its result fields."""
     run_dir = Path(args.search_dir) / f"trial-{trial['trial']:03d}"
-    sets = overrides + trial["overrides"] + ([f"train.max_steps={budget}"] if budget else [])
+    sets = [*overrides, *trial["overrides"], f"metrics.trial={trial['trial']}"]
+    sets += [f"train.max_steps={budget}"] if budget else []
+
+    def read():  # the trial's checkpoint (halving: the last round's) and its config
+        ckpt = find_resume(run_dir) if run_dir.is_dir() else None
+        base = (ckpt.meta["config"], f"checkpoint {ckpt.path}") if ckpt else None
+        return load_config(args.config, sets, base=base), ckpt
+
     try:
-        cfg, ckpt = None, None
-        if group.is_root:  # it reads the trial's checkpoint (halving: the last round's)
-            ckpt = find_resume(run_dir) if run_dir.is_dir() else None
-            base = (ckpt.meta["config"], f"checkpoint {ckpt.path}") if ckpt else None
-            cfg = load_config(args.config, sets, base=base)
-        cfg = group.bcast_object(cfg, root=0)  # dist: the group trains one config
-        summary, _ = train(cfg, group, run_dir, ckpt)
+        # dist: the group's rank 0 reads; a bad trial config fails the whole group at once
+        start = on_root(group, None, read, share=False)
+        cfg = group.bcast_object(start and start[0], root=0)  # dist: one config per group
+        summary, _ = train(cfg, group, run_dir, start and start[1])
         if summary is None:  # already trained this far (a rerun of the search)
             summary = json.loads((run_dir / "summary.json").read_text())
     except (AllRanksError, *USER_ERRORS) as e:
-        log.warning("trial %d failed: %s", trial["trial"], " ".join(str(e).split()))
+        log.warning("trial %d failed: %s", trial["trial"], one_line(e))
         return {
             "status": "failed",
-            "error": " ".join(str(e).split()),
+            "error": one_line(e),
             "score": None,
             "run_dir": str(run_dir),
         }
@@ -244,18 +252,16 @@ def run_trial(args, overrides, trial, group, budget):
 
 def finish(search_dir, trials, space):
     """trials.jsonl, best.toml, search.png, and the ranked table on stdout."""
-    replace_text(search_dir / "trials.jsonl", "")
-    for trial in trials:
-        append_json(
-            search_dir / "trials.jsonl", {k: v for k, v in trial.items() if k != "overrides"}
-        )
+    rows = [{k: v for k, v in trial.items() if k != "overrides"} for trial in trials]
+    replace_text(search_dir / "trials.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
     ok = sorted((t for t in trials if t["status"] == "ok"), key=lambda t: -t["score"])
     if ok:
         best = ok[0]
         cfg = load_config(Path(best["run_dir"]) / "config.toml")
-        write_config(cfg, search_dir)
-        (search_dir / "config.toml").replace(search_dir / "best.toml")
-    plot(search_dir / "search.png", trials, space)
+        cfg = replace(cfg, metrics=replace(cfg.metrics, trial=-1))  # for `mpinet train`
+        replace_text(search_dir / "best.toml", to_toml(cfg))
+    with written(search_dir / "search.png"), replacing(search_dir / "search.png") as tmp:
+        search_figure(trials, space).savefig(tmp, dpi=90, format="png")
     lines = [
         "| rank | trial | score | steps | " + " | ".join(sorted(space)) + " |",
         "|---:|---:|---:|---:|" + "---|" * len(space),
@@ -273,25 +279,3 @@ def finish(search_dir, trials, space):
         f"{search_dir / 'best.toml'}"
     )
     print_out("\n".join(lines))
-
-
-def plot(path, trials, space):
-    """Score against each hyper-parameter (log axis for log_uniform)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4 * len(space), 3.4), layout="constrained")
-    ok = [t for t in trials if t["status"] == "ok"]
-    for i, (key, (kind, _)) in enumerate(sorted(space.items())):
-        ax = fig.add_subplot(1, len(space), i + 1)
-        values = [t["values"][key] for t in ok]
-        if kind == "choice":
-            labels = sorted({str(v) for v in values})
-            values = [labels.index(str(v)) for v in values]
-            ax.set_xticks(range(len(labels)), labels)
-        ax.scatter(values, [t["score"] for t in ok])
-        if kind == "log_uniform":
-            ax.set_xscale("log")
-        ax.set(xlabel=key, ylabel="score (accuracy)" if i == 0 else None)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"random search: {len(ok)} trial(s)")
-    fig.savefig(path, dpi=90)

@@ -9,11 +9,11 @@
 
 Bound to 127.0.0.1 unless --host says otherwise. Every refusal is a 4xx (503 when full or
 busy) with {"error": "..."}; a 500 means a bug. The bounds (body, pixels, batch, timeouts,
-connections) are http.Limits; docs/serve.md explains them. SIGINT or SIGTERM: no new
-connections, the requests in flight are answered (up to 10 s), exit 0.
+connections) are http.Limits; docs/serve.md explains them; what a body may be, bodies.py.
+SIGINT or SIGTERM: no new connections, the requests in flight are answered (up to 10 s),
+exit 0.
 """
 
-import json
 import logging
 import signal
 import threading
@@ -30,9 +30,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from mpinet.data.images import NETWORK_FORMATS, ImageTooLarge, as_images, image_from_bytes
-
-from .checkpoints import warn_skipped
+from .bodies import body_is_json, parse_inputs
+from .checkpoint_dir import warn_skipped
 from .connections import Server
 from .http import Answer, HttpError, Limits, json_answer, printable
 from .log import setup_logging
@@ -42,11 +41,7 @@ from .threads import pin_blas_threads
 HELP = "serve a checkpoint's predictions over HTTP (POST /predict, GET /healthz, /metrics)"
 LIMITS = Limits()
 MAX_BODY = LIMITS.max_body
-MAX_PIXELS = 2048 * 2048  # decoded pixels of an image: 413 above
-# Media types whose body is sniffed (JSON if it starts with { or [, else an image): curl -d
-# sends form-urlencoded, and many clients say octet-stream or nothing.
-SNIFFED = ("", "application/octet-stream", "application/x-www-form-urlencoded", "text/plain")
-log = logging.getLogger("mpinet.worker")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
@@ -254,55 +249,3 @@ class Turns:
                 self._waiting.popleft().set()
             else:
                 self._busy = False
-
-
-def body_is_json(content_type, body):
-    """JSON if the media type says so or the body starts like JSON (no image format starts
-    with { or [); 415 for types that are neither an image nor JSON nor a generic one."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    if "json" in media:
-        return True
-    if not media.startswith("image/") and media not in SNIFFED:
-        raise HttpError(
-            415,
-            f"Content-Type {printable(media, 60)}: expected an image "
-            f"(image/png, ...) or application/json; send the file itself as the "
-            f"body (curl --data-binary @digit.png -H 'Content-Type: image/png')",
-        )
-    return body.lstrip()[:1] in (b"{", b"[")
-
-
-def parse_inputs(body, is_json):
-    """A request body -> images (n, 28, 28) in [0, 1], or HttpError 400 / 413."""
-    try:
-        if is_json:
-            return json_images(body)
-        return image_from_bytes(body, "body", NETWORK_FORMATS, MAX_PIXELS)[None]
-    except ImageTooLarge as e:
-        raise HttpError(413, str(e)) from None
-    except ValueError as e:
-        raise HttpError(400, str(e)) from None
-
-
-def json_images(body):
-    try:
-        value = json.loads(body)
-    except RecursionError:  # 100,000 nested [: the parser's recursion limit, not a bug
-        raise ValueError(
-            'body: JSON nested too deeply; expected {"inputs": [[784 numbers], ...]}'
-        ) from None
-    except ValueError as e:  # not JSON, not UTF-8, or an integer of over 4300 digits
-        raise ValueError(f"body is not valid JSON ({printable(str(e), 120)})") from None
-    if isinstance(value, dict):
-        if "inputs" not in value:
-            raise ValueError('JSON body: expected {"inputs": [...]} or a list of pixels')
-        value = value["inputs"]
-    depth, first = 0, value
-    while isinstance(first, list) and first and depth < 4:
-        depth, first = depth + 1, first[0]
-    if depth > 3:
-        raise ValueError("inputs: nested more than 3 deep; expected (n, 784) or (n, 28, 28)")
-    try:
-        return as_images(value, "inputs")
-    except (TypeError, OverflowError):
-        raise ValueError("inputs: expected numbers in nested lists") from None

@@ -8,38 +8,36 @@ run directory behind. `commit` creates it, writes config.toml and the history fi
 import logging
 from pathlib import Path
 
-from mpinet.cluster import fail_together
+from mpinet.cluster import fail_together, on_root
 from mpinet.data import TrainBatches, eval_share
 from mpinet.data.h5file import open_checked
 from mpinet.data.prepare import describe, ensure_prepared
+from mpinet.model import input_layout
 
-from .config import write_config
+from .config import model_spec, write_config
 from .environment import record
 from .files import written
 from .history import History
 
-log = logging.getLogger("mpinet.worker")
+log = logging.getLogger(__name__)
 
 
 def prepare_data(cfg, comm):
     """(the HDF5 file, how it came): rank 0 checks it (and prepares the cache's file when
     it is missing); every rank learns how that went."""
-    error, found = None, None
-    if comm.is_root:
-        try:
-            path, how = ensure_prepared(
-                cfg.data.path or None, cfg.data.dataset, cfg.data.source or None
-            )
-            found = (str(path), how)
-        except (ValueError, OSError) as e:
-            error = e
-    fail_together(comm, "preparing the data", error)  # dist
-    return comm.bcast_object(found, root=0)  # dist
+
+    def ensure():
+        path, how = ensure_prepared(
+            cfg.data.path or None, cfg.data.dataset, cfg.data.source or None
+        )
+        return str(path), how
+
+    return on_root(comm, "preparing the data", ensure)  # dist
 
 
 def open_data(cfg, comm, path):
     """This rank's training batches and test share (each rank reads its own part)."""
-    shape = "flat" if cfg.model.name == "mlp" else "image"
+    shape = input_layout(model_spec(cfg))  # (n, 784) for an mlp, (n, 1, 28, 28) for a CNN
     augment = {"shift": cfg.data.shift, "rotate": cfg.data.rotate} if cfg.data.augment else None
     micro_batch = cfg.train.batch_size // cfg.optim.accumulate
     error, result = None, None
@@ -87,32 +85,34 @@ def commit(cfg, comm, run_dir, make_history, leg):
     """Rank 0 creates the run directory and writes config.toml, the history files and this
     leg's environment (after the checkpoint was accepted: a refused resume writes nothing)
     -> History (every rank)."""
-    error, history = None, None
-    if comm.is_root:
-        try:
-            with written(run_dir):
-                Path(run_dir).mkdir(parents=True, exist_ok=True)
-            with written(Path(run_dir) / "config.toml"):
-                write_config(cfg, run_dir)
-            history = make_history()
-            record(run_dir, leg)
-        except (ValueError, OSError) as e:
-            error = e
-    fail_together(comm, "creating the run directory", error)  # dist
+
+    def write_all():
+        with written(run_dir):
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+        with written(Path(run_dir) / "config.toml"):
+            write_config(cfg, run_dir)
+        history = make_history()
+        record(run_dir, leg)
+        return history
+
+    history = on_root(comm, "creating the run directory", write_all, share=False)  # dist
     return history if comm.is_root else History(None)  # only rank 0 writes
 
 
-def log_start(cfg, comm, net, path, how, batches, schedule, resumed, metrics):
+def log_start(cfg, comm, net, data, batches, schedule, resumed, metrics):
     """What a person checks at the start: data, model, learning rate, batches, metrics."""
-    error, text = None, None
-    if comm.is_root:
-        try:
-            text = describe(path)
-        except (ValueError, OSError) as e:
-            error = e
-    fail_together(comm, "describing the data", error)  # dist
+    log_data(comm, data["path"], data["how"])
+    log_schedule(cfg, net, schedule, resumed.step, resumed.total_steps)
+    log_batches(cfg, comm, batches, schedule, metrics)
+
+
+def log_data(comm, path, how):
+    text = on_root(comm, "describing the data", lambda: describe(path), share=False)  # dist
     log.info("data %s (%s; %s)", path, text, how)
-    step = resumed.step
+
+
+def log_schedule(cfg, net, schedule, step, before):
+    """The model, the learning rate at `step`, and how a changed run length changes it."""
     lr = schedule.lr(cfg, step)
     log.info(
         "model %s (%d parameters, %s), optimizer %s, base lr %g%s, lr %.3g at step %d "
@@ -127,7 +127,6 @@ def log_start(cfg, comm, net, path, how, batches, schedule, resumed, metrics):
         step,
         cfg.optim.schedule,
     )
-    before = resumed.total_steps
     if before and before != schedule.total_steps:
         old = schedule.lr(cfg, step, total_steps=before)
         change = (
@@ -137,6 +136,9 @@ def log_start(cfg, comm, net, path, how, batches, schedule, resumed, metrics):
             else f"the {cfg.optim.schedule} schedule does not depend on the length"
         )
         log.info("run length %d -> %d steps; %s", before, schedule.total_steps, change)
+
+
+def log_batches(cfg, comm, batches, schedule, metrics):
     log.info(
         "global batch %d = %d ranks x %d samples x %d micro-batch(es); %d steps/epoch, "
         "%d steps in all; data order %s, %d samples per rank in memory",

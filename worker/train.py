@@ -4,7 +4,7 @@ import logging
 import os
 import sys
 
-from mpinet.cluster import AllRanksError, abort_on_error, auto, launched_by_mpi
+from mpinet.cluster import abort_on_error, auto, launched_by_mpi, on_root
 
 from .config import to_toml
 from .log import setup_logging
@@ -12,7 +12,7 @@ from .loop import train
 from .resume import resolve_start
 
 HELP = "train the network, alone or as one rank of `mpirun -n N mpinet train`"
-log = logging.getLogger("mpinet.worker")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
@@ -57,16 +57,9 @@ def run(args):
     setup_logging(comm.rank, comm.world_size, args.log_all_ranks, json_lines=args.log_json)
     with abort_on_error(comm):
         overrides = list(args.overrides) + ([f"data.path={args.data!r}"] if args.data else [])
-        start, error = None, None
-        if comm.is_root:  # rank 0 reads the checkpoint (if any) and resolves the config
-            try:
-                start = resolve_start(args, overrides)
-            except (ValueError, OSError) as e:
-                error = e
-        # dist: every rank exits together; the message is the job's (same flags everywhere)
-        error = comm.bcast_object(error and " ".join(str(error).split()), root=0)
-        if error:
-            raise AllRanksError(error)
+        # rank 0 reads the checkpoint (if any) and resolves the config; an error is the job's
+        # (the same flags everywhere), so it is said without "on rank 0"
+        start = on_root(comm, None, lambda: resolve_start(args, overrides), share=False)  # dist
         cfg, run_dir = comm.bcast_object(start[:2] if comm.is_root else None, root=0)  # dist
         ckpt = start[2] if comm.is_root else None
         if args.print_config:

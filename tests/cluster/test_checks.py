@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mpinet import cluster
-from mpinet.cluster.checks import fingerprint, mismatch_message
+from mpinet.cluster.checks import digest, mismatch_message
 from mpinet.cluster.errors import format_ranks
 from mpinet.cluster.watchdog import grace_seconds, stall_message
 
@@ -75,8 +75,8 @@ def test_a_layout_mismatch_names_the_ranks_and_the_sizes():
 def test_a_layout_that_differs_in_names_only_shows_the_digests():
     renamed = (("conv1.W", (784, 100), "float32"), ("b1", (100,), "float32"))
     message = raised_on_every_rank(cluster.assert_same_layout, [LAYOUT, renamed])[0]
-    assert f"rank 0 has 2 tensors / 78500 values (sha256 {fingerprint(LAYOUT)[:12]})" in message
-    assert f"rank 1 has 2 tensors / 78500 values (sha256 {fingerprint(renamed)[:12]})" in message
+    assert f"rank 0 has 2 tensors / 78500 values (sha256 {digest(LAYOUT)[:12]})" in message
+    assert f"rank 1 has 2 tensors / 78500 values (sha256 {digest(renamed)[:12]})" in message
 
 
 def test_diverged_parameters_name_the_diverging_rank():
@@ -86,7 +86,7 @@ def test_diverged_parameters_name_the_diverging_rank():
     assert len(set(messages)) == 1
     assert messages[0].startswith(
         f"parameter checksum differs across ranks: ranks 0-2 have sha256 "
-        f"{fingerprint(params[0])[:12]}, rank 3 has sha256 {fingerprint(params[3])[:12]}; "
+        f"{digest(params[0])[:12]}, rank 3 has sha256 {digest(params[3])[:12]}; "
         "the replicas diverged"
     )
 
@@ -129,13 +129,13 @@ def test_format_ranks(ranks, text):
     assert format_ranks(ranks) == text
 
 
-def test_fingerprint_sees_dtype_shape_and_every_bit():
+def test_digest_sees_dtype_shape_and_every_bit():
     a = np.arange(6, dtype=np.float32)
-    assert fingerprint(a) == fingerprint(a.copy())
-    assert fingerprint(a) != fingerprint(a.astype(np.float64))
-    assert fingerprint(a) != fingerprint(a.reshape(2, 3))
-    assert fingerprint(a[::2]) == fingerprint(np.ascontiguousarray(a[::2]))
-    assert fingerprint(b"abc") == fingerprint("abc") != fingerprint(("abc",))
+    assert digest(a) == digest(a.copy())
+    assert digest(a) != digest(a.astype(np.float64))
+    assert digest(a) != digest(a.reshape(2, 3))
+    assert digest(a[::2]) == digest(np.ascontiguousarray(a[::2]))
+    assert digest(b"abc") == digest("abc") != digest(("abc",))
 
 
 def test_stall_message_names_who_waits_where():

@@ -105,7 +105,7 @@ def test_launched_by_mpi_sees_every_launcher(variable):
 
 
 def test_auto_without_a_launcher_is_local_and_never_loads_mpi4py():
-    env = {k: v for k, v in os.environ.items() if k not in cluster.comm.LAUNCHER_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in cluster.launch.LAUNCHER_VARIABLES}
     code = (
         "import sys; from mpinet import cluster; comm = cluster.auto(); "
         "print(type(comm).__name__, 'mpi4py' in sys.modules)"
@@ -141,7 +141,7 @@ def test_an_all_ranks_error_is_one_line_and_exit_2(caplog):
             raise cluster.AllRanksError("config differs across ranks")
     assert exit_.value.code == cluster.EXIT_USER_ERROR == 2
     assert [r.getMessage() for r in caplog.records] == ["config differs across ranks"]
-    assert caplog.records[0].exc_info is None and caplog.records[0].name == "mpinet.cluster"
+    assert caplog.records[0].exc_info is None and caplog.records[0].name == "mpinet.cluster.abort"
 
 
 def test_a_user_error_is_one_line_and_exit_2(caplog):
@@ -189,3 +189,21 @@ def test_fail_together_in_local_mode():
     cluster.fail_together(LocalComm(), "opening the data", None)
     with pytest.raises(cluster.AllRanksError, match="^no such file$"):
         cluster.fail_together(LocalComm(), "opening the data", OSError("no such file"))
+
+
+def test_on_root_returns_the_result_or_raises_the_error_alone():
+    assert cluster.on_root(LocalComm(), "reading", lambda: {"a": 1}) == {"a": 1}
+    assert cluster.on_root(LocalComm(), "reading", lambda: 5, share=False) == 5
+    with pytest.raises(cluster.AllRanksError, match="^no such file$"):  # one line
+        cluster.on_root(LocalComm(), "reading", _raise(OSError("no such\nfile")))
+    with pytest.raises(KeyError):  # not a user error: a bug, raised as it is
+        cluster.on_root(LocalComm(), "reading", _raise(KeyError("x")))
+    with pytest.raises(cluster.AllRanksError, match="^'bad'$"):
+        cluster.on_root(LocalComm(), "reading", _raise(KeyError("bad")), errors=(KeyError,))
+
+
+def _raise(error):
+    def fn():
+        raise error
+
+    return fn

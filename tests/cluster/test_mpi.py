@@ -46,7 +46,7 @@ def test_a_check_that_fails_on_one_rank_fails_on_every_rank_alike(mpirun, what, 
     raised = re.findall(r"^raised on rank (\d): (.*)$", job.stderr, re.M)
     assert sorted(rank for rank, _ in raised) == ["0", "1", "2"]
     assert len({text for _, text in raised}) == 1 and message in raised[0][1]
-    logged = re.findall(r"^ERROR mpinet.cluster: (.*)$", job.stderr, re.M)
+    logged = re.findall(r"^ERROR mpinet.cluster.abort: (.*)$", job.stderr, re.M)
     assert logged == [raised[0][1]]  # once, by rank 0, one line
     assert "Traceback" not in job.stderr and ABORT_BANNER not in job.stderr
 
@@ -64,7 +64,7 @@ def test_an_exception_on_one_rank_aborts_the_job_and_logs_once(mpirun, mode):
 def test_a_user_error_on_one_rank_is_one_line_and_exit_2(mpirun):
     job = mpirun(2, "failures.py", "user-error")
     assert job.returncode == 2, job.output
-    assert "ERROR mpinet.cluster: rank 1/2: bad value in the data file" in job.stderr
+    assert "ERROR mpinet.cluster.abort: rank 1/2: bad value in the data file" in job.stderr
     assert "Traceback" not in job.stderr
 
 

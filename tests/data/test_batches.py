@@ -229,3 +229,31 @@ def test_eval_share_of_the_real_test_set(mnist_h5, shared_data, dtype):
 def test_an_empty_share_is_fine(make_h5):
     x, t = eval_share(make_h5(n_test=3), "test", 4, 5)
     assert x.shape == (0, 784) and t.shape == (0,)
+
+
+# --- one iterator over the run's steps -------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+@pytest.mark.parametrize("accumulate, start", [(1, 0), (1, 23), (2, 0), (2, 11), (3, 7)])
+def test_steps_cross_epochs_with_the_batches_of_each_epoch(make_h5, prefetch, accumulate, start):
+    """25 micro-batches per epoch: with accumulate=2, 12 steps per epoch and the 25th
+    micro-batch is skipped; resuming at `start` continues the same sequence."""
+    tb = _batches(make_h5(n_train=1000), order="global", augment=AUGMENT, prefetch=prefetch)
+    per_epoch = 25 // accumulate
+    expected = []
+    for epoch in range(3):
+        micro = list(tb.epoch(epoch))
+        expected += [micro[s * accumulate : (s + 1) * accumulate] for s in range(per_epoch)]
+    got = list(tb.steps(start, 3 * per_epoch, accumulate))
+    assert [len(step) for step in got] == [accumulate] * (3 * per_epoch - start)
+    _same([b for step in got for b in step], [b for step in expected[start:] for b in step])
+
+
+def test_steps_stopped_early_leave_no_thread(make_h5):
+    import threading
+
+    steps = _batches(make_h5(n_train=1000)).steps(0, 50)
+    next(steps)
+    steps.close()
+    assert not [t for t in threading.enumerate() if t.name == "mpinet-prefetch"]

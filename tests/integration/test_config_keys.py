@@ -14,7 +14,7 @@ import re
 import h5py
 import numpy as np
 import pytest
-from support import job_environment, mpinet_command, run_job
+from support import faulty_mpinet_command, job_environment, mpinet_command, run_job
 
 pytestmark = pytest.mark.mpi
 QUICK = ["model.name='mlp'", "model.hidden=[32]", "train.max_steps=20", "train.plots=false"]
@@ -199,20 +199,14 @@ def test_check_every_finds_a_replica_that_diverged(tmp_path, mnist_h5, launcher)
         launcher,
         "-n",
         "2",
-        *mpinet_command(),
+        *faulty_mpinet_command("1:5:diverge"),
         "train",
         "--data",
         str(mnist_h5),
         "--run-dir",
         str(tmp_path / "run"),
     ]
-    for s in [
-        *QUICK,
-        "train.check_every=2",
-        "train.fail_rank=1",
-        "train.fail_step=5",
-        "train.fail_kind='diverge'",
-    ]:
+    for s in [*QUICK, "train.check_every=2"]:
         command += ["--set", s]
     job = run_job(command, timeout=120, env=job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")))
     assert job.returncode == 2, job.output

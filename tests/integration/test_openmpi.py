@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from numerics import trajectory_tolerance
-from support import job_environment, openmpi_flags, openmpi_or_skip, run_job
+from support import (
+    faulty_mpinet_command,
+    job_environment,
+    openmpi_flags,
+    openmpi_or_skip,
+    run_job,
+)
 
 from mpinet.model.checkpoint import load
 
@@ -109,7 +115,7 @@ def test_a_failing_rank_ends_an_open_mpi_training_job(ompi, mnist_h5, tmp_path):
     command = mpirun(
         ompi,
         4,
-        ompi / "mpinet",
+        *faulty_mpinet_command("2:3:raise", python=ompi / "python"),
         "train",
         "--data",
         mnist_h5,
@@ -117,10 +123,6 @@ def test_a_failing_rank_ends_an_open_mpi_training_job(ompi, mnist_h5, tmp_path):
         tmp_path / "run",
         "--set",
         "model.name='mlp'",
-        "--set",
-        "train.fail_rank=2",
-        "--set",
-        "train.fail_step=3",
     )
     job = run_job(command, timeout=90, env=_env(tmp_path))
     assert job.returncode == 1, job.output
@@ -146,7 +148,7 @@ def test_an_exception_on_one_rank_aborts_with_one_traceback(ompi):
 @pytest.mark.parametrize(
     "mode, code, line",
     [
-        ("user-error", 2, "ERROR mpinet.cluster: rank 1/2: bad value in the data file"),
+        ("user-error", 2, "ERROR mpinet.cluster.abort: rank 1/2: bad value in the data file"),
         ("exit", 5, "rank 1/2: exit with code 5, aborting the job"),
     ],
 )

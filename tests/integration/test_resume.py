@@ -12,7 +12,14 @@ import h5py
 import numpy as np
 import pytest
 from numerics import trajectory_tolerance
-from support import descendants, job_environment, mpinet_command, run_job, stop_job
+from support import (
+    descendants,
+    faulty_mpinet_command,
+    job_environment,
+    mpinet_command,
+    run_job,
+    stop_job,
+)
 
 pytestmark = [pytest.mark.mpi, pytest.mark.numerics]
 
@@ -28,8 +35,9 @@ RUN = [
 ]
 
 
-def command(launcher, n, mnist_h5, run_dir, settings, resume=None):
-    cmd = [*mpinet_command(), "train", "--data", str(mnist_h5), "--run-dir", str(run_dir)]
+def command(launcher, n, mnist_h5, run_dir, settings, resume=None, fault=None):
+    mpinet = faulty_mpinet_command(fault) if fault else mpinet_command()
+    cmd = [*mpinet, "train", "--data", str(mnist_h5), "--run-dir", str(run_dir)]
     for s in settings:
         cmd += ["--set", s]
     if resume:
@@ -74,8 +82,8 @@ def straight(launcher, mnist_h5, tmp_path_factory):
 def test_a_killed_run_resumes_bitwise(launcher, mnist_h5, tmp_path, straight):
     run_dir = tmp_path / "run"
     env = job_environment(XDG_CACHE_HOME=str(tmp_path))
-    crash = RUN + ["train.fail_rank=1", "train.fail_step=52", "train.fail_kind='kill'"]
-    job = run_job(command(launcher, 2, mnist_h5, run_dir, crash), timeout=120, env=env)
+    crash = command(launcher, 2, mnist_h5, run_dir, RUN, fault="1:52:kill")
+    job = run_job(crash, timeout=120, env=env)
     assert job.returncode != 0
     assert final_arrays(run_dir)[0] == 49  # the last checkpoint before the crash
     job = run_job(command(launcher, 2, mnist_h5, run_dir, RUN, resume="auto"), timeout=120, env=env)
@@ -155,11 +163,8 @@ def test_resume_on_another_world_size_in_global_order(launcher, mnist_h5, tmp_pa
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     job = run_job(command(launcher, 2, mnist_h5, ref_dir, settings), timeout=120, env=env)
     assert job.returncode == 0, job.output
-    crash = settings + ["train.fail_rank=0", "train.fail_step=30"]
-    assert (
-        run_job(command(launcher, 2, mnist_h5, run_dir, crash), timeout=120, env=env).returncode
-        != 0
-    )
+    crash = command(launcher, 2, mnist_h5, run_dir, settings, fault="0:30:raise")
+    assert run_job(crash, timeout=120, env=env).returncode != 0
     job = run_job(
         command(launcher, 4, mnist_h5, run_dir, settings, resume="auto"), timeout=120, env=env
     )
@@ -194,9 +199,8 @@ def test_resume_rejects_a_corrupt_checkpoint_path(launcher, mnist_h5, tmp_path):
 def crashed(launcher, mnist_h5, tmp_path_factory):
     """A 2-rank run SIGKILLed at step 52: its last checkpoint is step 49 (a read-only source)."""
     run_dir = tmp_path_factory.mktemp("crashed") / "run"
-    crash = RUN + ["train.fail_rank=1", "train.fail_step=52", "train.fail_kind='kill'"]
     job = run_job(
-        command(launcher, 2, mnist_h5, run_dir, crash),
+        command(launcher, 2, mnist_h5, run_dir, RUN, fault="1:52:kill"),
         timeout=120,
         env=job_environment(XDG_CACHE_HOME=str(run_dir.parent)),
     )
@@ -366,11 +370,8 @@ def test_samples_per_second_after_a_resume_count_only_time_and_samples_alike(
     steps of time (the old bug) made it 15x the steady rate of the next evaluation."""
     run_dir = tmp_path / "run"
     env = job_environment(XDG_CACHE_HOME=str(tmp_path))
-    crash = RUN + ["train.fail_rank=0", "train.fail_step=118", "train.fail_kind='kill'"]
-    assert (
-        run_job(command(launcher, 2, mnist_h5, run_dir, crash), timeout=120, env=env).returncode
-        != 0
-    )
+    crash = command(launcher, 2, mnist_h5, run_dir, RUN, fault="0:118:kill")
+    assert run_job(crash, timeout=120, env=env).returncode != 0
     assert final_arrays(run_dir)[0] == 112
     job = run_job(command(launcher, 2, mnist_h5, run_dir, RUN, resume="auto"), timeout=120, env=env)
     assert job.returncode == 0, job.output

@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from support import job_environment, mpinet_command, run_job
@@ -48,6 +49,8 @@ def test_groups_of_two_ranks_train_what_each_trial_trains_alone(tmp_path, mnist_
     rows = trials(tmp_path)
     assert [r["trial"] for r in rows] == [0, 1, 2, 3] and all(r["status"] == "ok" for r in rows)
     assert len({r["values"]["optim.lr"] for r in rows}) == 4
+    for r in rows:  # each trial's metrics carry its number (a `trial` label)
+        assert f"trial = {r['trial']}\n" in (Path(r["run_dir"]) / "config.toml").read_text()
     for r in rows[:2]:  # each trial again, by itself, from the config it recorded
         again = run_job(
             [
@@ -73,6 +76,7 @@ def test_groups_of_two_ranks_train_what_each_trial_trains_alone(tmp_path, mnist_
     best = rows[int(ranked[0][1])]
     text = (tmp_path / "search" / "best.toml").read_text()
     assert f"lr = {best['values']['optim.lr']!r}" in text
+    assert "trial = -1\n" in text  # a config for `mpinet train`: no trial label
     assert (tmp_path / "search" / "search.png").stat().st_size > 5000
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from numerics import trajectory_tolerance
-from support import job_environment, mpinet_command, run_job
+from support import faulty_mpinet_command, job_environment, mpinet_command, run_job
 
 SCRIPTS = Path(__file__).parent / "scripts"
 pytestmark = pytest.mark.mpi
@@ -120,9 +120,9 @@ def test_local_mode_equals_mpirun_n1(launcher, mnist_h5, tmp_path):
     assert np.array_equal(alone, one)
 
 
-def _train(launcher, n, mnist_h5, tmp_path, *settings, timeout=90):
+def _train(launcher, n, mnist_h5, tmp_path, *settings, timeout=90, fault=None):
     command = [
-        *mpinet_command(),
+        *(faulty_mpinet_command(fault) if fault else mpinet_command()),
         "train",
         "--data",
         str(mnist_h5),
@@ -144,10 +144,8 @@ def test_a_failing_rank_ends_the_job_within_30_seconds(launcher, mnist_h5, tmp_p
         mnist_h5,
         tmp_path,
         "model.name='mlp'",
-        "train.fail_rank=2",
-        "train.fail_step=3",
-        f"train.fail_kind='{kind}'",
         timeout=90,
+        fault=f"2:3:{kind}",
     )
     ended = time.localtime()
     assert job.returncode != 0

@@ -178,7 +178,7 @@ def test_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
     def broken(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("mpinet.model.checkpoint._write_arrays", broken)
+    monkeypatch.setattr("mpinet.model.checkpoint.writing._write_arrays", broken)
     with pytest.raises(OSError, match="disk full"):
         save(path, net, opt, {"step": 2})
     assert path.read_bytes() == before

@@ -12,7 +12,7 @@ from checkpoint_support import edit, trained, trainer_meta
 
 from mpinet.model import load
 from mpinet.model.checkpoint import CheckpointError, read, save
-from mpinet.model.checkpoint_schema import META, ROOT
+from mpinet.model.checkpoint.schema import META, ROOT
 
 CORRUPT = "; the file is corrupt, use an earlier checkpoint"
 EDITED = "; the file was not written by mpinet or was edited, use another checkpoint"

@@ -9,6 +9,7 @@ from mpinet.model.functions import (
     relu,
     sigmoid,
     softmax,
+    softmax_and_log,
     step_function,
 )
 from mpinet.model.gradient import numerical_gradient
@@ -53,3 +54,27 @@ def test_numerical_gradient_of_the_books_function():
     g = numerical_gradient(lambda: float(np.sum(x**2)), x)
     np.testing.assert_allclose(g, [6.0, 8.0], rtol=1e-6)
     assert np.array_equal(x, [3.0, 4.0])  # restored after perturbation
+
+
+def test_softmax_and_log_gives_the_exact_log_where_a_probability_underflows():
+    x = np.array([[0.0, -800.0, 3.0], [1.0, 2.0, 3.0]])
+    y, log_y = softmax_and_log(x)
+    np.testing.assert_array_equal(y, softmax(x))
+    assert y[0, 1] == 0 and np.isfinite(log_y).all()
+    np.testing.assert_allclose(log_y[1], np.log(y[1]))
+    assert log_y[0, 1] == pytest.approx(-803.0485873515737)  # -800 - 3 - log(1 + e^-3)
+
+
+def test_the_loss_layer_and_predict_proba_share_the_one_softmax():
+    from mpinet.model import build
+    from mpinet.model.layers import SoftmaxWithLoss
+
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((7, 10)).astype(np.float32), rng.integers(0, 10, 7)
+    layer = SoftmaxWithLoss()
+    loss = layer.forward(x, t)
+    np.testing.assert_array_equal(layer.y, softmax(x))
+    assert loss == -float(np.sum(softmax_and_log(x)[1][np.arange(7), t])) / 7
+    net = build({"name": "mlp", "hidden": [8]})
+    pixels = rng.random((5, 784), dtype=np.float32)
+    np.testing.assert_array_equal(net.predict_proba(pixels), softmax(net.predict(pixels)))

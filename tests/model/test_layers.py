@@ -5,6 +5,7 @@ import pytest
 from numerics import sum_bound
 
 from mpinet.model.conv import Convolution
+from mpinet.model.fused_conv import FusedConvolution
 from mpinet.model.gradient import numerical_gradient, relative_error
 from mpinet.model.layers import (
     AddLayer,
@@ -56,15 +57,13 @@ def _make(kind, rng):
     if kind == "affine_4d":  # the book's Affine flattens (N, C, H, W) input
         p, g = _params({"W": (12, 3), "b": (3,)}, rng)
         return Affine(p["W"], p["b"], g["W"], g["b"]), rng.standard_normal((2, 3, 2, 2)), p, g
-    if kind.startswith("conv"):
-        stride, pad = {
-            "conv": (1, 0),
-            "conv_pad": (1, 1),
-            "conv_stride": (2, 1),
-            "conv_pad2": (1, 2),
-        }[kind]
+    if "conv" in kind:  # the book's Convolution, and the network's FusedConvolution
+        stride, pad = {"conv": (1, 0), "pad": (1, 1), "stride": (2, 1), "pad2": (1, 2)}[
+            kind.split("_")[-1]
+        ]
+        layer_class = FusedConvolution if kind.startswith("fused") else Convolution
         p, g = _params({"W": (3, 2, 3, 3), "b": (3,)}, rng)
-        layer = Convolution(p["W"], p["b"], g["W"], g["b"], stride=stride, pad=pad)
+        layer = layer_class(p["W"], p["b"], g["W"], g["b"], stride=stride, pad=pad)
         return layer, rng.standard_normal((2, 7, 6, 2)), p, g
     if kind.startswith("bn"):
         p, g = _params({"gamma": (4,), "beta": (4,)}, rng)
@@ -98,6 +97,10 @@ KINDS = [
     "conv_pad",
     "conv_stride",
     "conv_pad2",
+    "fused_conv",
+    "fused_conv_pad",
+    "fused_conv_stride",
+    "fused_conv_pad2",
     "bn",
     "bn_4d",
     "pool",
@@ -129,7 +132,9 @@ def test_layer_gradients(kind, rng):
         _assert_close(f"{kind} d{name}", analytic, numerical_gradient(f, params[name]))
 
 
-@pytest.mark.parametrize("kind", ["conv", "conv_stride", "affine", "bn_4d", "pool", "relu"])
+@pytest.mark.parametrize(
+    "kind", ["conv", "conv_stride", "fused_conv", "affine", "bn_4d", "pool", "relu"]
+)
 def test_layers_keep_float32(kind, rng):
     layer, x, params, grads = _make(kind, rng)
     for name in params:  # a float32 network hands float32 views to its layers
@@ -158,11 +163,12 @@ def _conv_reference(x, W, b, stride, pad):
     return out
 
 
+@pytest.mark.parametrize("layer_class", [Convolution, FusedConvolution])
 @pytest.mark.parametrize("stride,pad", [(1, 0), (1, 1), (2, 1), (1, 2), (3, 0)])
-def test_convolution_matches_direct_loops(stride, pad, rng):
+def test_convolution_matches_direct_loops(layer_class, stride, pad, rng):
     x = rng.standard_normal((2, 3, 9, 8))
     W, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
-    conv = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), stride=stride, pad=pad)
+    conv = layer_class(W, b, np.zeros_like(W), np.zeros_like(b), stride=stride, pad=pad)
     out = conv.forward(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     # Two orders of the same C*FH*FW + 1 = 28-term sums (tests/numerics.py).
     atol = sum_bound(28, np.abs(x).max() * max(np.abs(W).max(), np.abs(b).max()), np.float64)

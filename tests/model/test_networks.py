@@ -274,3 +274,83 @@ def test_a_small_mlp_learns():
         opt.update(net.buffer.data, net.buffer.grad)
     assert net.loss(x, t) < 0.3 * first
     assert net.accuracy(x, t) > 0.95
+
+
+def test_build_substitutes_the_fused_layer_visibly_in_the_plan():
+    """build() runs the book's plan through fuse_convolutions and Network takes the result as
+    it is; fuse=False trains the book's Convolution -> Relu -> Pooling."""
+    from mpinet.model import fuse_convolutions
+    from mpinet.model.builders import PLANS
+    from mpinet.model.spec import resolve_spec
+
+    spec = resolve_spec({"name": "deep_cnn"})
+    book_plan = PLANS["deep_cnn"](spec)
+    net, book = build(spec), build(spec, fuse=False)
+    assert net.plan == fuse_convolutions(book_plan) and book.plan == book_plan
+    assert [(name, type(layer).__name__) for name, layer in net.layers.items()][:4] == [
+        ("to_nhwc", "ToNHWC"),
+        ("conv1", "FusedConvolution"),
+        ("conv2", "FusedConvolution"),
+        ("conv3", "FusedConvolution"),
+    ]
+    pooled = [name for name, kind, attrs in net.plan if kind == "fused_conv" and attrs["pool"]]
+    assert pooled == ["conv2", "conv4", "conv6"]
+    assert all(attrs["relu"] for _, kind, attrs in net.plan if kind == "fused_conv")
+    assert [type(book.layers[name]).__name__ for name in ("conv2", "relu_conv2", "pool1")] == [
+        "Convolution",
+        "Relu",
+        "Pooling",
+    ]
+    assert net.buffer.layout() == book.buffer.layout()  # the same checkpoints either way
+    assert np.array_equal(net.buffer.data, book.buffer.data)
+
+
+def test_batchnorm_keeps_pool_and_relu_apart_and_pools_before_the_relu():
+    plan = build({"name": "simple_cnn", "batchnorm": True}).plan
+    assert [kind for _, kind, _ in plan[:5]] == ["to_nhwc", "fused_conv", "bn", "pool", "relu"]
+    assert not plan[1][2]["pool"] and not plan[1][2]["relu"]
+
+
+@pytest.mark.parametrize("name", ["mlp", "simple_cnn", "deep_cnn"])
+@pytest.mark.parametrize("fuse", [True, False])
+def test_only_the_first_layer_skips_its_input_gradient(name, fuse):
+    net = build({"name": name}, fuse=fuse)
+    skipping = [n for n, layer in net.layers.items() if getattr(layer, "need_dx", True) is False]
+    assert skipping == ["affine1" if name == "mlp" else "conv1"]
+
+
+def test_model_names_input_layout_and_the_books_class_names():
+    from mpinet.model import (
+        MODEL_NAMES,
+        DeepConvNet,
+        MultiLayerNetExtend,
+        SimpleConvNet,
+        input_layout,
+    )
+    from mpinet.model.builders import PLANS
+
+    assert MODEL_NAMES == ("mlp", "simple_cnn", "deep_cnn") == tuple(PLANS)
+    layouts = {"mlp": "flat", "simple_cnn": "image", "deep_cnn": "image"}
+    for name in MODEL_NAMES:
+        assert input_layout({"name": name}) == input_layout(name) == layouts[name]
+        assert build(name).input_layout == layouts[name]
+    for book_net, spec in (
+        (MultiLayerNetExtend(hidden=[20], seed=2), {"name": "mlp", "hidden": [20]}),
+        (SimpleConvNet(filters=4, seed=2), {"name": "simple_cnn", "filters": 4}),
+        (DeepConvNet(dropout=0.0, seed=2), {"name": "deep_cnn", "dropout": 0.0}),
+    ):
+        net = build(spec, seed=2)
+        assert book_net.plan == net.plan and book_net.spec == net.spec
+        assert np.array_equal(book_net.buffer.data, net.buffer.data)
+
+
+def test_evaluate_computes_through_the_networks_own_loss_layer():
+    """An mse net's evaluate sums its mean squared errors, not a softmax loss."""
+    from mpinet.model.layers import IdentityWithLoss
+
+    net = build({"name": "mlp", "hidden": [5], "loss": "mse", "output_size": 2}, seed=1)
+    rng = np.random.default_rng(0)
+    x, t = rng.random((8, 784)), rng.random((8, 2))
+    y = net.predict(x, batch_size=8)  # the same batch: the very same scores
+    loss_sum, _, n = net.evaluate(x, t, batch_size=8)
+    assert n == 8 and loss_sum == IdentityWithLoss().forward(y, t) * 8

@@ -1,12 +1,15 @@
-"""The fast paths of model/ (docs/speed.md) give the same numbers as the simple ones."""
+"""The fast paths of model/ (docs/speed.md) give the same numbers as the simple ones.
+
+FusedConvolution against the book's Convolution -> Relu -> Pooling: test_fused_conv.py.
+"""
 
 import numpy as np
 import pytest
 from numerics import sum_bound
 
-from mpinet.model import conv as conv_module
-from mpinet.model.conv import Convolution
-from mpinet.model.im2col import im2col
+from mpinet.model import fused_conv
+from mpinet.model.fused_conv import FusedConvolution
+from mpinet.model.im2col import col2im, im2col
 from mpinet.model.layers import Relu
 from mpinet.model.pooling import Pooling
 
@@ -48,8 +51,8 @@ def test_convolution_in_batch_chunks_equals_one_chunk(stride, pad, rng, monkeypa
     W, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
     results = []
     for chunk_bytes in (1, 1 << 40):  # one sample per chunk, then the whole batch at once
-        monkeypatch.setattr(conv_module, "CHUNK_BYTES", chunk_bytes)
-        layer = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), stride=stride, pad=pad)
+        monkeypatch.setattr(fused_conv, "CHUNK_BYTES", chunk_bytes)
+        layer = FusedConvolution(W, b, np.zeros_like(W), np.zeros_like(b), stride=stride, pad=pad)
         out = layer.forward(x)
         dx = layer.backward(np.cos(out))
         results.append((out, dx, layer.dW.copy(), layer.db.copy()))
@@ -72,44 +75,15 @@ def test_im2col_equals_the_definition(channels, rng):
         np.testing.assert_array_equal(col, ref.reshape(col.shape))
 
 
-@pytest.mark.parametrize("relu", [True, False])
-@pytest.mark.parametrize("need_dx", [True, False])
-@pytest.mark.parametrize("channels,size,pad", [(1, 5, 0), (3, 3, 1), (2, 3, 2), (2, 3, 0)])
-def test_conv_with_fused_pooling_equals_conv_then_pooling(relu, need_dx, channels, size, pad, rng):
-    """conv(pool=True, relu=relu) == conv, Pooling(2, 2, 2), then Relu if relu.
-
-    Integer data: exact sums, and many tied maxima for the routing to get right.
-    The (2, 3, 0) case has an odd output size and takes the unfused fallback.
-    """
-    x = rng.integers(-2, 3, (3, 9, 9, channels)).astype(np.float64)
-    W = rng.integers(-1, 2, (4, channels, size, size)).astype(np.float64)
-    b = rng.integers(-1, 2, 4).astype(np.float64)
-    fused = Convolution(
-        W, b, np.zeros_like(W), np.zeros_like(b), pad=pad, need_dx=need_dx, pool=True, relu=relu
-    )
-    conv = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), pad=pad, need_dx=need_dx)
-    pool, act = Pooling(2, 2, stride=2), Relu()
-    out = fused.forward(x)
-    expected = pool.forward(conv.forward(x))
-    np.testing.assert_array_equal(out, act.forward(expected) if relu else expected)
-    dout = rng.integers(-3, 4, out.shape).astype(np.float64)
-    dx_fused = fused.backward(dout)
-    dx = conv.backward(pool.backward(act.backward(dout) if relu else dout))
-    if need_dx:
-        np.testing.assert_array_equal(dx_fused, dx)
-    np.testing.assert_array_equal(fused.dW, conv.dW)
-    np.testing.assert_array_equal(fused.db, conv.db)
-
-
-def test_conv_with_fused_relu_equals_conv_then_relu(rng):
-    x = rng.integers(-2, 3, (3, 6, 6, 2)).astype(np.float64)
-    W = rng.integers(-1, 2, (4, 2, 3, 3)).astype(np.float64)
-    b = rng.integers(-1, 2, 4).astype(np.float64)
-    fused = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), pad=1, relu=True)
-    conv, act = Convolution(W, b, np.zeros_like(W), np.zeros_like(b), pad=1), Relu()
-    out = fused.forward(x)
-    np.testing.assert_array_equal(out, act.forward(conv.forward(x)))
-    dout = rng.integers(-3, 4, out.shape).astype(np.float64)
-    np.testing.assert_array_equal(fused.backward(dout), conv.backward(act.backward(dout)))
-    np.testing.assert_array_equal(fused.dW, conv.dW)
-    np.testing.assert_array_equal(fused.db, conv.db)
+@pytest.mark.parametrize("stride,pad", [(1, 0), (1, 2), (2, 1), (3, 0)])
+def test_col2im_is_the_adjoint_of_im2col(stride, pad, rng):
+    """<im2col(x), c> == <x, col2im(c)> for every x and c: col2im adds each value of c back
+    onto the pixel im2col copied it from, overlaps and padding included. Small integers:
+    both sides are exact sums."""
+    x = rng.integers(-3, 4, (2, 7, 6, 3)).astype(np.float64)
+    col = im2col(x, 3, 2, stride, pad)
+    c = rng.integers(-3, 4, col.shape).astype(np.float64)
+    assert col.dtype == np.float64 and im2col(x.astype(np.float32), 3, 2).dtype == np.float32
+    dx = col2im(c, x.shape, 3, 2, stride, pad)
+    assert dx.shape == x.shape
+    assert np.sum(col * c) == np.sum(x * dx)

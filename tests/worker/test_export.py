@@ -10,8 +10,8 @@ from support import mpinet_command, run_job
 
 from mpinet.data import TrainBatches
 from mpinet.model import build
+from mpinet.model.builders import PLANS
 from mpinet.model.checkpoint import save
-from mpinet.model.networks import PLANS
 from mpinet.model.optimizers import create
 from mpinet.worker.config import load_config, model_spec, to_toml
 

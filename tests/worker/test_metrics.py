@@ -56,6 +56,18 @@ def test_a_rank_serves_its_metrics_over_http():
     assert 'mpinet_run_info{job="unit",model="simple_cnn"' in text.replace('rank="0",', "")
 
 
+def test_a_search_trial_labels_every_metric_with_its_number():
+    metrics = Metrics(load_config(None, ["metrics.port=0", "metrics.trial=7"]), local())
+    try:
+        metrics.observe_step(1, 0, 2.5, 100, {"data": 0.0, "forward": 0.01}, 0.001)
+        text = scrape(metrics.port)
+    finally:
+        metrics.close({})
+    samples = [line for line in text.splitlines() if line.startswith("mpinet_")]
+    assert samples and all('trial="7"' in line for line in samples)
+    assert value(text, "mpinet_train_samples_total", rank="0", trial="7") == 100
+
+
 def test_a_busy_port_is_a_one_line_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -83,6 +83,21 @@ def check_checks(comm):
     cluster.fail_together(comm, "nothing", None)
 
 
+def check_on_root(comm):
+    assert cluster.on_root(comm, "nothing", lambda: ("from", comm.rank)) == ("from", 0)
+    kept = cluster.on_root(comm, "nothing", lambda: comm.rank, share=False)
+    assert kept == (0 if comm.is_root else None)
+    try:
+        cluster.on_root(comm, "reading the file", lambda: int("x"))  # only rank 0 runs it
+    except cluster.AllRanksError as error:
+        expected = "invalid literal for int() with base 10: 'x'"
+        if comm.world_size > 1:
+            expected = f"reading the file failed on rank 0: {expected}"
+        assert str(error) == expected, str(error)
+    else:
+        raise AssertionError("on_root returned after an error on rank 0")
+
+
 def check_stats(comm):
     before = comm.stats.allreduce_bytes
     comm.allreduce_mean_(np.zeros(256, np.float32))
@@ -103,6 +118,7 @@ def main():
         check_split,
         check_node,
         check_checks,
+        check_on_root,
         check_stats,
     ):
         comm.step = check.__name__

@@ -10,7 +10,7 @@ import sys
 
 from mpinet.model import build
 from mpinet.model.optimizers import create
-from mpinet.worker.checkpoints import CheckpointDir, find_resume
+from mpinet.worker.checkpoint_dir import CheckpointDir, find_resume
 
 run_dir = sys.argv[1]
 net = build({"name": "mlp", "hidden": [700, 700]}, seed=0)  # 1M parameters: 12 MB files

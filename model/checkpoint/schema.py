@@ -1,14 +1,16 @@
-"""Every attribute a checkpoint file may hold: its name, its type and its range, defined once.
+"""What a checkpoint file holds: its layout, every attribute's rule, its checksums; once.
+
+    /params/<name>            the trainable arrays by name, the book's shapes (conv1.W (FN, C,
+                              FH, FW)); each dataset's sha256 attribute: the hash of its bytes
+    /state/<name>             arrays that are state but not trained (BatchNorm running mean/var)
+    /optimizer/<key>          the optimizer's flat state arrays ("m", "v" for Adam)
+    /optimizer attributes     name, iter, the optimizer's hyper-parameters (lr, beta1, ...)
+    root, written by save()   format_version, model_spec (JSON), dtype, created, the versions
+                              of mpinet/numpy/h5py, weights (16-bit exports), meta_sha256
+    root, the caller's meta   META below: step (required), epoch, world_size, config, ...
 
 save() refuses a `meta` this schema does not allow, and read() refuses a file holding any
 attribute outside it, so every file save() writes validates and nothing unchecked is read.
-
-    root, written by save()   format_version, model_spec, dtype, created, the versions of
-                              mpinet/numpy/h5py, meta_sha256 (format 2)
-    root, the caller's meta   META below: step (required), epoch, world_size, config, ...
-    /optimizer                name, iter, the optimizer's hyper-parameters
-    every dataset             sha256 of its bytes
-
 meta_sha256 is a sha256 over a canonical text of the other root attributes and the
 /optimizer attributes (node, name, type, value), so the metadata is covered by a checksum
 as each array is by its own.
@@ -17,130 +19,35 @@ Format 1 files (before meta_sha256) are read with every other rule the same.
 
 import hashlib
 import json
-import math
 import re
-import tomllib
-from dataclasses import dataclass
-from datetime import datetime
 
 import h5py
 import numpy as np
 
-from .optimizers import OPTIMIZERS
+from ..optimizers import OPTIMIZERS
+from .rules import (
+    Rule,
+    describe,
+    is_number,
+    iso_time,
+    json_text,
+    plain,
+    rng_states,
+    running_sums,
+    toml_text,
+    world_sizes,
+)
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: no meta_sha256
+GROUPS = ("params", "state", "optimizer")  # optimizer: absent when none was saved
 HYPERPARAMETERS = ("lr", "momentum", "decay_rate", "beta1", "beta2", "eps")
 CORRUPT = "the file is corrupt, use an earlier checkpoint"
 HEX64 = re.compile(r"[0-9a-f]{64}")
-# The bit generators a NumPy Generator may hold: a stored state is tried on a fresh one.
-BIT_GENERATORS = {
-    "PCG64": np.random.PCG64,
-    "PCG64DXSM": np.random.PCG64DXSM,
-    "MT19937": np.random.MT19937,
-    "Philox": np.random.Philox,
-    "SFC64": np.random.SFC64,
-}
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message is one line naming the file."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What one attribute must be: a Python type as h5py reads it, then a range check."""
-
-    kind: type  # int, float or str
-    expected: str  # for the message: "an integer >= 0"
-    valid: object = None  # value -> truthy when it is in range; None: any value of `kind`
-
-    def fits(self, value):
-        if not _of_kind(value, self.kind):
-            return False
-        return self.valid is None or bool(self.valid(value))
-
-
-def _of_kind(value, kind):
-    if isinstance(value, bool | np.bool_):
-        return False  # a bool is an int to Python; never to this schema
-    if kind is float:
-        return isinstance(value, float) and math.isfinite(value)
-    return isinstance(value, kind)
-
-
-def _number(value):
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _json(check):
-    """A validator of JSON text whose parsed value must pass `check`."""
-
-    def valid(text):
-        try:
-            return check(json.loads(text))
-        except ValueError:
-            return False
-
-    return valid
-
-
-def _toml(text):
-    try:
-        tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        return False
-    return True
-
-
-def _iso(text):
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _world_sizes(value):
-    return (
-        isinstance(value, list)
-        and len(value) >= 1
-        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in value)
-    )
-
-
-def _running(value):
-    """Per rank: the training loss sum, correct count and sample count since the last eval."""
-    return (
-        isinstance(value, list)
-        and len(value) >= 1
-        and all(
-            isinstance(r, list) and len(r) == 3 and all(_number(x) and x >= 0 for x in r)
-            for r in value
-        )
-    )
-
-
-def _rng_states(value):
-    """Per rank: a bit generator's state (an object, or rng_state()'s JSON text of one) that a
-    fresh generator of its kind accepts."""
-    return isinstance(value, list) and len(value) >= 1 and all(map(_rng_state, value))
-
-
-def _rng_state(state):
-    if isinstance(state, str):  # each state as JSON text of its own (rng_state()), as the
-        try:  # training loop of formats 1 and 2 writes it
-            state = json.loads(state)
-        except ValueError:
-            return False
-    kind = BIT_GENERATORS.get(state.get("bit_generator")) if isinstance(state, dict) else None
-    if kind is None:
-        return False
-    try:
-        kind(0).state = state
-    except (ValueError, TypeError, KeyError, OverflowError):
-        return False
-    return True
 
 
 COUNT = Rule(int, "an integer >= 0", lambda v: v >= 0)
@@ -155,14 +62,18 @@ META = {
     "epoch": COUNT,
     "world_size": POSITIVE,
     "world_sizes": Rule(
-        str, "JSON text of a list of integers >= 1 (one per leg)", _json(_world_sizes)
+        str, "JSON text of a list of integers >= 1 (one per leg)", json_text(world_sizes)
     ),
-    "config": Rule(str, "TOML text", _toml),
+    "config": Rule(str, "TOML text", toml_text),
     "dropout_rngs": Rule(
-        str, "JSON text of a list of NumPy bit-generator states, one per rank", _json(_rng_states)
+        str,
+        "JSON text of a list of NumPy bit-generator states, one per rank",
+        json_text(rng_states),
     ),
     "running": Rule(
-        str, "JSON text of a list of [loss sum, correct, samples] >= 0 per rank", _json(_running)
+        str,
+        "JSON text of a list of [loss sum, correct, samples] >= 0 per rank",
+        json_text(running_sums),
     ),
     "train_seconds": SECONDS,
     "elapsed_seconds": SECONDS,
@@ -178,10 +89,10 @@ REQUIRED_META = ("step",)
 WRITTEN = {
     "format_version": Rule(int, "1 or 2", lambda v: v in READABLE_VERSIONS),
     "model_spec": Rule(
-        str, "JSON text of a model spec object", _json(lambda v: isinstance(v, dict))
+        str, "JSON text of a model spec object", json_text(lambda v: isinstance(v, dict))
     ),
     "dtype": Rule(str, "float32 or float64", lambda v: v in ("float32", "float64")),
-    "created": Rule(str, "an ISO 8601 date and time", _iso),
+    "created": Rule(str, "an ISO 8601 date and time", iso_time),
     "mpinet_version": TEXT,
     "numpy_version": TEXT,
     "h5py_version": TEXT,
@@ -250,7 +161,7 @@ def check_meta(meta):
             raise CheckpointError(
                 f"{where}: key {key} is unknown; expected one of "
                 f"{', '.join(META)}; add it to META in "
-                f"model/checkpoint_schema.py or leave it out"
+                f"model/checkpoint/schema.py or leave it out"
             )
     for key, value in meta.items():
         if not META[key].fits(value):
@@ -272,33 +183,17 @@ def _python(key, value):
     if isinstance(value, np.generic) and not isinstance(value, np.bool_):
         value = value.item()
     rule = META.get(key)
-    if rule is not None and rule.kind is float and _number(value):
+    if rule is not None and rule.kind is float and is_number(value):
         value = float(value)
     return value
 
 
-def describe(value, rule=None, limit=60):
-    """'-3', "'abc'", 'the text \'600\'': what an attribute holds, short, for a message;
-    its type is named when it is not the one `rule` wants."""
-    if isinstance(value, bool | np.bool_):
-        return f"a boolean {bool(value)}"
-    if isinstance(value, np.ndarray):
-        return f"an array of shape {value.shape}"
-    text = repr(value)
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    if rule is not None and isinstance(value, rule.kind):
-        return text
-    kinds = {int: "an integer", float: "a float", str: "the text"}
-    return f"{kinds.get(type(value), 'a ' + type(value).__name__)} {text}"
+# -- checksums ----------------------------------------------------------------------------
 
 
-def plain(value):
-    """An attribute as h5py reads it -> a plain Python value (str, int, float, bool)."""
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def sha256(array):
+    """The sha256 attribute of a dataset: the hash of the array's bytes in C order."""
+    return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
 
 
 def meta_digest(f):
@@ -316,7 +211,3 @@ def meta_digest(f):
         canonical.append([node, key, type(value).__name__, value])
     text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def node_kind(node):
-    return "group" if isinstance(node, h5py.Group) else "dataset"

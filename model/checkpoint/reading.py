@@ -1,15 +1,14 @@
 """Reading ONE checkpoint file: every part is checked before anything is returned.
 
 In this order: the file is HDF5; format_version is one this mpinet reads; every root
-attribute is known and fits its rule (model/checkpoint_schema.py); the file holds only
-/params, /state and /optimizer, only datasets in them, only a sha256 attribute on each;
-the /optimizer attributes fit; meta_sha256 matches the metadata (format 2); the spec builds
+attribute is known and fits its rule (schema.py); the file holds only /params, /state and
+/optimizer, only datasets in them, only a sha256 attribute on each; the /optimizer
+attributes fit; meta_sha256 matches the metadata (format 2); the spec builds
 a network; every array that network has is present, nothing else is, with its dtype and
 shape; each array's sha256 matches; every value is finite. Each failure is one line naming
 the file and the member, raised as CheckpointError.
 """
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .checkpoint_schema import (
+from ..builders import build
+from ..optimizers import create
+from ..weights16 import STORED, from_stored
+from .rules import plain
+from .schema import (
     CORRUPT,
     DATASET,
+    GROUPS,
     HYPERPARAMETERS,
     OPTIMIZER,
     READABLE_VERSIONS,
@@ -27,15 +31,9 @@ from .checkpoint_schema import (
     CheckpointError,
     check_attributes,
     meta_digest,
-    node_kind,
-    plain,
     required_root,
+    sha256,
 )
-from .networks import build
-from .optimizers import create
-from .weights16 import STORED, from_stored
-
-GROUPS = ("params", "state", "optimizer")  # optimizer: absent when none was saved
 
 
 @dataclass
@@ -273,9 +271,9 @@ def _read_optimizer(f, size, dtype, where):
     return state
 
 
-def sha256(array):
-    return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
-
-
 def first_line(e):
     return " ".join(str(e).split()) or type(e).__name__
+
+
+def node_kind(node):
+    return "group" if isinstance(node, h5py.Group) else "dataset"

@@ -5,40 +5,45 @@
     run_dir/checkpoints/best               text: the best file by test accuracy (keep_best)
 
 The pointers are small text files, not symlinks, so they survive `cp -r` and object stores.
-Each file is complete before it gets its name (model/checkpoint.py), each pointer is
-replaced atomically after that, and old files are deleted only after the pointer moved:
+Each file is complete before it gets its name (model/checkpoint/writing.py), each pointer
+is replaced atomically after that, and old files are deleted only after the pointer moved:
 a crash or SIGKILL at any moment leaves the previous checkpoint and `latest` intact.
 No MPI here: the training loop calls save() on rank 0 and tells the other ranks.
+
+The names, the pointer format and the search for a valid checkpoint are read in model/
+(model/checkpoint/paths.py), because `mpinet.model.load` takes a run directory too; this
+module writes that layout, and re-exports the names for the trainer.
 """
 
 import logging
-import os
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-# NAME, the pointer format and the search live in model/ (checkpoint_paths.py), so that
-# mpinet.model.load() takes a run directory too; they are imported here for the trainer.
+from mpinet.data.atomic import TEMPORARY_GLOB, replace_text
 from mpinet.model.checkpoint import (
     NAME,
     checkpoint_files,
+    file_name,
     fsync,
+    newest_valid,
     read,
     read_pointer,
     save,
 )
-from mpinet.model.checkpoint_paths import newest_valid
 
-log = logging.getLogger("mpinet.worker")
+log = logging.getLogger(__name__)
 
 __all__ = [
     "NAME",
     "CheckpointDir",
     "checkpoint_files",
+    "file_name",
     "find_resume",
     "read_pointer",
+    "warn_skipped",
     "write_pointer",
 ]
 
@@ -68,7 +73,7 @@ class CheckpointDir:
         meta = dict(meta)
         if test_accuracy is not None:
             meta["test_accuracy"] = float(test_accuracy)
-        path = save(self.dir / f"ckpt-{int(meta['step']):08d}.h5", net, optimizer, meta)
+        path = save(self.path(meta["step"]), net, optimizer, meta)
         write_pointer(self.dir / "latest", path.name)
         if self.keep_best and test_accuracy is not None and test_accuracy > self.best_accuracy():
             write_pointer(self.dir / "best", path.name)
@@ -81,6 +86,10 @@ class CheckpointDir:
             path.stat().st_size / 1e6,
         )
         return path
+
+    def path(self, step):
+        """Where the checkpoint of `step` is (or will be) saved: dir/ckpt-<step:08d>.h5."""
+        return self.dir / file_name(step)
 
     def files(self):
         """The checkpoint files here, oldest step first."""
@@ -123,8 +132,9 @@ class CheckpointDir:
 
     def _remove_leftovers(self):
         """Temporary files of a save that was killed (one writer per run: none is live)."""
-        for path in self.dir.glob(".*.tmp-*"):
-            path.unlink(missing_ok=True)
+        for pattern in (".*.tmp-*", TEMPORARY_GLOB):  # a checkpoint's, a pointer's
+            for path in self.dir.glob(pattern):
+                path.unlink(missing_ok=True)
 
 
 def stored_accuracy(path):
@@ -139,14 +149,8 @@ def stored_accuracy(path):
 
 
 def write_pointer(path, name):
-    """Replace the pointer file `path` with `name`, atomically (temp file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync(path.parent)
+    """Replace the pointer file `path` with `name`, atomically (mpinet.data.atomic)."""
+    replace_text(path, name + "\n")
 
 
 def find_resume(where):

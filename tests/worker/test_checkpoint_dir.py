@@ -15,7 +15,7 @@ from support import job_environment
 from mpinet.model import build
 from mpinet.model.checkpoint import CheckpointError, read
 from mpinet.model.optimizers import create
-from mpinet.worker.checkpoints import CheckpointDir, find_resume
+from mpinet.worker.checkpoint_dir import CheckpointDir, find_resume
 
 SPEC = {"name": "mlp", "hidden": [20]}
 SCRIPT = Path(__file__).parent / "scripts" / "save_loop.py"

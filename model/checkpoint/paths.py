@@ -9,18 +9,28 @@ A pointer is a small text file holding the name of a sibling ckpt-<step>.h5 (tex
 symlink, so a run copied with cp -r, rsync or an object store keeps working). In a
 directory the file `latest` names is tried first, then the others, newest step first;
 one that fails validation is skipped (reported to `skipped`, if given).
+
+This is the reading half of a run's checkpoint folder, in model/ because `mpinet.model.load`
+takes a run directory and model/ never imports worker/; the writing half (saving into the
+folder, moving the pointers, pruning) is worker/checkpoint_dir.py, which names files with
+file_name() and reads them with the functions here.
 """
 
 import re
 from pathlib import Path
 
-from .checkpoint_read import read_file
-from .checkpoint_schema import CheckpointError
+from .reading import read_file
+from .schema import CheckpointError
 
 NAME = re.compile(r"ckpt-(\d{8,})\.h5")
 POINTERS = ("latest", "best")
 MAX_POINTER_BYTES = 1024  # a pointer holds one file name; anything larger is a checkpoint
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def file_name(step):
+    """'ckpt-00000600.h5': the name of the checkpoint of `step` (NAME matches it)."""
+    return f"ckpt-{int(step):08d}.h5"
 
 
 def checkpoint_files(directory):
