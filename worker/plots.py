@@ -277,14 +277,13 @@ def predict(cfg, checkpoint, path):
             f"{path}: no such data file; expected the run's HDF5 file; pass --data FILE.h5"
         )
     net = load(str(checkpoint))
-    shape = "flat" if setting(cfg, "model.name") == "mlp" else "image"
     x, t = eval_share(
         path,
         "test",
         0,
         1,
         dtype=setting(cfg, "model.dtype"),
-        shape=shape,
+        shape=net.input_layout,
         normalize=setting(cfg, "data.normalize"),
     )
     with open_checked(path) as f:

@@ -19,8 +19,7 @@ from mpinet.cluster import (
     fail_together,
 )
 from mpinet.data import fingerprint
-from mpinet.model import build
-from mpinet.model.optimizers import create
+from mpinet.model import build, optimizers
 from mpinet.model.schedules import learning_rate
 
 from .config import config_hash, model_spec
@@ -107,7 +106,7 @@ def setup(cfg, comm, ckpt, sums):
         dropout_seed=(cfg.train.seed, comm.rank),
         bn_allreduce=comm.allreduce_sum_ if cfg.model.sync_bn else None,  # dist
     )
-    optimizer = create(cfg.optim.name, **optimizer_kwargs(cfg))
+    optimizer = optimizers.create(cfg.optim.name, **optimizer_kwargs(cfg))
     metrics = start_metrics(cfg, comm)
     resumed = make_identical(cfg, comm, ckpt, net, optimizer, sums, data["meta"])
     schedule = make_schedule(cfg, comm, batches)
