@@ -1,12 +1,17 @@
 """Hyper-parameter search (book section 6.5): random search in log space over the learning
 rate and the weight decay, scored on a validation split held out from training, with the
-trials run in parallel across MPI ranks.
+trials run in parallel across MPI ranks — by `mpinet search`, the command this example drives.
 
-The world is split into groups of --group-size ranks (`comm.split(color)`); each group runs
-its share of the trials one after another, data-parallel inside the group (each rank takes
-a slice of every batch; the gradients are averaged with one allreduce in the group's
-communicator). Every rank draws the same list of trials from the same seed, so nothing but
-the results needs to be sent: world rank 0 gathers them, prints the table and plots.
+The script writes the book's search space (lr 10**uniform(-6, -2), weight decay
+10**uniform(-8, -4)) to OUT/space.toml and runs `mpinet search` in this process on every
+rank: the world is split into groups of --group-size ranks (`comm.split`), each group trains
+its share of the trials data-parallel, every trial an ordinary run directory under
+OUT/search/. It then reads OUT/search/trials.jsonl to print the book's table and draw the
+scatter of the two hyper-parameters. The same search from the command line:
+
+    mpinet prepare --val 5000 --out mnist-val5000.h5
+    mpiexec -n 4 mpinet search --space space.toml --trials 20 --ranks-per-trial 2 \\
+        --data mnist-val5000.h5 --set data.eval_split="'val'" --set model.name="'mlp'" ...
 
 The validation images are the /val split of `mpinet prepare --val 5000`: never trained on,
 and not the test set, which must stay unseen while choosing hyper-parameters. Without --data
@@ -19,33 +24,32 @@ makes the same file.
 """
 
 import argparse
-import sys
+import json
 from pathlib import Path
 
 import h5py
-import numpy as np
 from common import example_parser, missing_file, mnist_file, plt, save
 
 from mpinet.cluster import auto
-from mpinet.model import build, limit_threads
-from mpinet.model.optimizers import create
+from mpinet.model import limit_threads
+from mpinet.worker.cli import main as mpinet
 
+SPACE = """[optim.lr]
+log_uniform = [1e-6, 1e-2]
 
-def run_trial(group, lr, wd, data, epochs, batch_size=100, seed=0):
-    """Train one MLP data-parallel in `group`; return its validation accuracy."""
-    x, t, x_val, t_val = data
-    net = build({"name": "mlp", "hidden": [100, 100], "weight_decay": wd}, seed=seed)
-    opt = create("sgd", lr=lr)
-    rng = np.random.default_rng(seed)  # the same batches on every rank of the group
-    for _ in range(epochs * len(x) // batch_size):
-        idx = rng.choice(len(x), batch_size, replace=False)[group.rank :: group.world_size]
-        net.loss(x[idx], t[idx])
-        net.backward()
-        group.allreduce_mean_(net.buffer.grad)  # dist: equal local batches, so mean = global
-        opt.update(net.buffer.data, net.buffer.grad)
-    return net.accuracy(x_val, t_val)
-
-
+[model.weight_decay]
+log_uniform = [1e-8, 1e-4]
+"""
+# Every trial: the book's 2x100 ReLU MLP with SGD, a fixed learning rate, scored on /val.
+TRIAL = [
+    "model.name='mlp'",
+    "model.hidden=[100, 100]",
+    "optim.name='sgd'",
+    "optim.schedule='constant'",
+    "data.eval_split='val'",
+    "train.plots=false",
+    "train.keep_last=1",
+]
 VAL = 5000  # validation images held out of the 60000 training images
 
 
@@ -61,18 +65,6 @@ def val_file(text):
                 f"run `mpinet prepare --val {VAL} --out FILE.h5` and pass that file"
             )
     return path
-
-
-def load(path, n_train, n_val):
-    with h5py.File(path, "r") as f:
-        x, t = f["train/images"][:n_train], f["train/labels"][:n_train]
-        x_val, t_val = f["val/images"][:n_val], f["val/labels"][:n_val]
-    return (
-        x.reshape(-1, 784) / np.float32(255),
-        t.astype(np.int64),
-        x_val.reshape(-1, 784) / np.float32(255),
-        t_val.astype(np.int64),
-    )
 
 
 def parser():
@@ -91,19 +83,22 @@ def parser():
         help="random (learning rate, weight decay) pairs to try (default: %(default)s)",
     )
     p.add_argument(
-        "--train", type=int, default=2000, help="training samples per trial (default: %(default)s)"
+        "--steps",
+        type=int,
+        default=200,
+        help="training steps of 100 images per trial (default: %(default)s)",
     )
-    p.add_argument("--epochs", type=int, default=10, help="epochs per trial (default: %(default)s)")
     p.add_argument(
         "--group-size",
         type=int,
         default=1,
-        help="ranks per trial; must divide the world size (default: %(default)s)",
+        help="ranks per trial (mpinet search --ranks-per-trial); must divide the world size "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--quick",
         action="store_true",
-        help="4 trials, 300 samples, 2 epochs, for a smoke test (default: off)",
+        help="4 trials of 20 steps, for a smoke test (default: off)",
     )
     return p
 
@@ -111,39 +106,42 @@ def parser():
 def main(argv=None):
     args = parser().parse_args(argv)
     limit_threads(args.threads, default=1)
-    trials, n_train, epochs = (4, 300, 2) if args.quick else (args.trials, args.train, args.epochs)
+    trials, steps = (4, 20) if args.quick else (args.trials, args.steps)
     world = auto()
-    if world.world_size % args.group_size:
-        raise SystemExit(
-            f"--group-size {args.group_size}: does not divide the world size "
-            f"{world.world_size}; expected a divisor of it; choose another"
-        )
-    n_groups = world.world_size // args.group_size
-    group = world.split(world.rank // args.group_size, key=world.rank)
-
-    # dist: one rank prepares the file (with 5000 validation images) and tells the others.
-    path = str(mnist_file(args.data, val=VAL)) if world.is_root else None
-    data = load(world.bcast_object(path), n_train, 1000)
-
-    rng = np.random.default_rng(0)  # the same draws on every rank: the book's ranges
-    lrs, wds = 10 ** rng.uniform(-6, -2, trials), 10 ** rng.uniform(-8, -4, trials)
-    mine = []
-    share = range(world.rank // args.group_size, trials, n_groups)  # this group's trials
-    for i in share:
-        acc = run_trial(group, lrs[i], wds[i], data, epochs)
-        if group.is_root:
-            mine.append((i, float(lrs[i]), float(wds[i]), acc, world.rank))
-            # Progress, one write per line: the ranks' lines must not interleave mid-line.
-            sys.stderr.write(
-                f"rank {world.rank}: trial {i} done ({len(mine)}/{len(share)} of "
-                f"its group's), val accuracy {acc:.3f}\n"
-            )
-            sys.stderr.flush()
-    gathered = world.gather_object(mine)
+    # dist: one rank prepares the file (with 5000 validation images) and writes the space.
+    out = Path(args.out)
+    if world.is_root:
+        path = str(mnist_file(args.data, val=VAL))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "space.toml").write_text(SPACE)
+    path = world.bcast_object(path if world.is_root else None)
+    command = ["search", "--space", str(out / "space.toml"), "--trials", str(trials)]
+    command += ["--ranks-per-trial", str(args.group_size), "--search-dir", str(out / "search")]
+    command += ["--data", path, "--seed", "0"]
+    for setting in [*TRIAL, f"train.max_steps={steps}"]:
+        command += ["--set", setting]
+    code = mpinet(command)  # every rank: `mpinet search`, as under mpiexec
+    if code:
+        raise SystemExit(code)
     if not world.is_root:
         return None
-    results = sorted((r for part in gathered for r in part), key=lambda r: -r[3])
-    print(f"{trials} trials on {n_groups} group(s) of {args.group_size} rank(s)")
+    rows = [json.loads(line) for line in (out / "search" / "trials.jsonl").open()]
+    groups = world.world_size // args.group_size
+    results = sorted(
+        (
+            (
+                r["trial"],
+                r["values"]["optim.lr"],
+                r["values"]["model.weight_decay"],
+                r["score"],
+                r["trial"] % groups * args.group_size,  # the world rank of its group's root
+            )
+            for r in rows
+            if r["status"] == "ok"
+        ),
+        key=lambda r: -r[3],
+    )
+    print(f"{trials} trials on {groups} group(s) of {args.group_size} rank(s)")
     report(results, trials, args.out)
     return results  # [(trial, lr, weight decay, val accuracy, world rank of its group root)]
 

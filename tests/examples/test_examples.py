@@ -4,10 +4,12 @@ cache. examples/ is not a package, so scripts load by path."""
 
 import importlib.util
 import io
+import json
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -221,10 +223,11 @@ def test_hyperparameter_search_on_4_ranks(tmp_path, mnist_val_h5):
     assert sorted(int(r[1]) for r in rows) == [0, 1, 2, 3]  # every trial exactly once
     assert {int(r[0]) for r in rows} == {0, 2}  # run by the roots of the two groups
     assert pngs(tmp_path) == ["search.png"]
-    done = re.findall(
-        r"^rank (\d): trial (\d) done \((\d)/2 of its group's\)", job.stderr, flags=re.MULTILINE
-    )  # progress: a line per trial, from the group roots
-    assert sorted(done) == [("0", "0", "1"), ("0", "2", "2"), ("2", "1", "1"), ("2", "3", "2")]
+    # the search ran as `mpinet search`: a run directory per trial, trials.jsonl, best.toml
+    trials = [json.loads(line) for line in (tmp_path / "search" / "trials.jsonl").open()]
+    assert [t["status"] for t in trials] == ["ok"] * 4 and all(t["steps"] == 20 for t in trials)
+    assert all((Path(t["run_dir"]) / "summary.json").is_file() for t in trials)
+    assert (tmp_path / "search" / "best.toml").is_file()
 
 
 def test_cnn_filters(tmp_path, mnist_h5, capsys):
@@ -298,7 +301,14 @@ def test_hyperparameter_search_caches_its_validation_split(tmp_path, private_cac
     assert sorted(r[0] for r in results) == [0, 1, 2, 3]
     with h5py.File(private_cache / "mnist-val5000.h5", "r") as f:
         assert (len(f["train/labels"]), len(f["val/labels"])) == (55000, 5000)
-    assert len(re.findall(r"^rank 0: trial \d done", capsys.readouterr().err, re.M)) == 4
+    assert [
+        json.loads(line)["trial"] for line in (tmp_path / "search" / "trials.jsonl").open()
+    ] == [
+        0,
+        1,
+        2,
+        3,
+    ]
     assert pngs(tmp_path) == ["search.png"]
 
 
