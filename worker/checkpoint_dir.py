@@ -22,12 +22,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mpinet.data.atomic import TEMPORARY_GLOB, replace_text
+from mpinet.data.atomic import TEMPORARY_GLOB, fsync_path, replace_text
 from mpinet.model.checkpoint import (
     NAME,
     checkpoint_files,
     file_name,
-    fsync,
     newest_valid,
     read,
     read_pointer,
@@ -128,11 +127,11 @@ class CheckpointDir:
             if path not in kept:
                 path.unlink(missing_ok=True)
         if old:
-            fsync(self.dir)
+            fsync_path(self.dir)
 
     def _remove_leftovers(self):
         """Temporary files of a save that was killed (one writer per run: none is live)."""
-        for pattern in (".*.tmp-*", TEMPORARY_GLOB):  # a checkpoint's, a pointer's
+        for pattern in (TEMPORARY_GLOB, ".*.tmp-*"):  # the one writer's; older versions'
             for path in self.dir.glob(pattern):
                 path.unlink(missing_ok=True)
 

@@ -1,4 +1,4 @@
-"""What a run leaves for people: history.jsonl, steps.jsonl, summary.json, and progress.
+"""What a run leaves for people: history.jsonl, steps.jsonl, summary.json (progress: progress.py).
 
     history.jsonl   one object per evaluation (epoch, step, train/test loss and accuracy, ...)
     steps.jsonl     one object every train.log_every steps: step, epoch, train_loss, lr
@@ -11,7 +11,6 @@ fraction, step / steps_per_epoch.
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 from .files import append_json, read_jsonl, replace_text
@@ -71,48 +70,3 @@ class History:
         if self.run_dir is not None:
             replace_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
-
-
-class Progress:
-    """A tqdm bar on rank 0 when stderr is a terminal, else one log line every N steps; and
-    every N steps a row for steps.jsonl: the mean training loss since the last row."""
-
-    def __init__(self, total, every, active, done=0):
-        self.every, self.active = every, active
-        self.loss_sum, self.count = 0.0, 0
-        self.bar = None
-        if active and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True)
-
-    def update(self, step, epoch, loss, lr, step_seconds, allreduce_seconds):
-        """Show step `step` (just completed); -> a steps.jsonl row every N steps, else None."""
-        self.loss_sum, self.count = self.loss_sum + loss, self.count + 1
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(epoch=f"{epoch:.2f}", loss=f"{loss:.4f}", lr=f"{lr:.3g}")
-        if step % self.every:
-            return None
-        if self.bar is None and self.active:
-            log.info(
-                "step=%d epoch=%.2f loss=%.4f lr=%.3g step_ms=%.1f allreduce_ms=%.2f",
-                step,
-                epoch,
-                loss,
-                lr,
-                1e3 * step_seconds,
-                1e3 * allreduce_seconds,
-            )
-        row = {
-            "step": step,
-            "epoch": round(epoch, 4),
-            "train_loss": self.loss_sum / self.count,
-            "lr": lr,
-        }
-        self.loss_sum, self.count = 0.0, 0
-        return row
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()

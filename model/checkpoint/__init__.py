@@ -15,7 +15,7 @@ from .paths import NAME, checkpoint_files, file_name, locate, newest_valid, read
 from .reading import Checkpoint
 from .rules import rng_state, set_rng_state
 from .schema import FORMAT_VERSION, META, CheckpointError
-from .writing import fsync, optimizer_name, save
+from .writing import optimizer_name, save
 
 __all__ = [
     "FORMAT_VERSION",
@@ -25,7 +25,6 @@ __all__ = [
     "CheckpointError",
     "checkpoint_files",
     "file_name",
-    "fsync",
     "load",
     "locate",
     "network",

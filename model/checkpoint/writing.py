@@ -2,17 +2,19 @@
 
 Only numbers and strings: nothing is pickled, so `h5dump` reads every part and loading a
 file from elsewhere cannot run code. A file is written under a temporary name, fsynced and
-renamed, so a crash leaves either the old file or the new one, never half of one.
+renamed by mpinet.data.atomic (the project's one atomic writer; data/ is the package every
+other may import), so a crash leaves either the old file or the new one, never half of one.
 """
 
 import json
-import os
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from mpinet.data.atomic import replacing
 
 from ..optimizers import OPTIMIZERS
 from ..weights16 import STORED, to_stored
@@ -34,16 +36,9 @@ def save(path, net, optimizer=None, meta=None, weights=None):
             f"{optimizer is not None}; expected float16 or bfloat16 and no "
             f"optimizer (16-bit checkpoints are for inference)"
         )
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with replacing(path) as tmp:  # the one atomic writer (temp, fsync, rename, fsync dir)
         with h5py.File(tmp, "w", locking=False) as f:
             _write(f, net, optimizer, meta, weights)
-        fsync(tmp)  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync(path.parent)  # the rename itself survives a power cut
     return path
 
 
@@ -86,18 +81,6 @@ def optimizer_name(optimizer):
         if type(optimizer) is cls:
             return name
     raise ValueError(f"cannot checkpoint an optimizer of type {type(optimizer).__name__}")
-
-
-def fsync(path):
-    """Flush a file, or a directory's entries (a rename, an unlink), to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not os.path.isdir(path):
-            raise  # some file systems refuse fsync on a directory: the rename stays atomic
-    finally:
-        os.close(fd)
 
 
 def _version(name):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support import job_environment
 
+from mpinet.data.atomic import TEMPORARY_GLOB
 from mpinet.model import build
 from mpinet.model.checkpoint import CheckpointError, read
 from mpinet.model.optimizers import create
@@ -173,7 +174,7 @@ def test_sigkill_at_any_moment_of_a_save_loses_nothing(tmp_path):
         time.sleep(rand.uniform(0, 0.4))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
-        mid_write += any((tmp_path / "checkpoints").glob(".*.tmp-*"))
+        mid_write += any((tmp_path / "checkpoints").glob(TEMPORARY_GLOB))
         saved = [int(line.split()[1]) for line in out.split("\n") if line.startswith("saved")]
         reported = max([reported, *saved])
         ckpt = find_resume(tmp_path)
