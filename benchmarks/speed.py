@@ -4,11 +4,14 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/speed.py   # native kernel
     python benchmarks/speed.py --check-torch        # mpinet's gradients vs PyTorch's, then exit
     python benchmarks/speed.py --book-layers        # the book's Convolution, Relu, Pooling
+    python benchmarks/speed.py --cost               # parameters and multiply-adds per sample
 
 When `torch` is importable (install it in a separate venv; it is not a dependency of mpinet)
 the same architectures run in PyTorch in the same process, measured in alternating rounds
 with mpinet so that both see the same machine load, and each row gets the ratio
-mpinet / PyTorch. Figures are medians of single steps.
+mpinet / PyTorch. Figures are medians of single steps. Chapter 8's nets (vgg, googlenet,
+resnet) run in PyTorch as a translation of mpinet's plan, entry by entry (torch_from_plan):
+the same architecture, with PyTorch's own convolution, BatchNorm, pooling, sum and concat.
 """
 
 import argparse
@@ -19,7 +22,10 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from mpinet.model import build
+from mpinet.model.builders import PLANS
+from mpinet.model.cost import cost
 from mpinet.model.optimizers import create
+from mpinet.model.spec import resolve_spec
 
 try:
     import torch
@@ -30,7 +36,11 @@ MODELS = {
     "mlp": {"name": "mlp", "hidden": [100, 100, 100, 100]},
     "simple_cnn": {"name": "simple_cnn"},
     "deep_cnn": {"name": "deep_cnn"},
+    "vgg": {"name": "vgg"},
+    "googlenet": {"name": "googlenet"},
+    "resnet": {"name": "resnet"},
 }
+FROM_PLAN = ("vgg", "googlenet", "resnet")  # PyTorch's version: torch_from_plan
 LR = {"sgd": 0.01, "adam": 0.001}
 # wall: what a user waits for. cpu: CPU time of the calling thread, which is steadier on a
 # shared machine (time spent waiting for a core is left out); meaningful at 1 thread only.
@@ -61,8 +71,13 @@ def mpinet_step(spec, optimizer, n, fuse=True):
 # -- PyTorch: the same layer shapes, batch, loss and optimizer --------------------------------
 
 
-def torch_model(name, dropout=0.5):
+def torch_model(name, dropout=None):
+    """PyTorch's version of a MODELS net; dropout None: the spec's own rate."""
     nn = torch.nn
+    if name in FROM_PLAN:
+        spec = MODELS[name] if dropout is None else {**MODELS[name], "dropout": dropout}
+        return torch_from_plan(spec)
+    dropout = 0.5 if dropout is None else dropout
     if name == "mlp":
         sizes = [784, 100, 100, 100, 100]
         pairs = zip(sizes[:-1], sizes[1:], strict=True)
@@ -92,6 +107,54 @@ def torch_model(name, dropout=0.5):
         nn.Dropout(dropout),
     ]
     return nn.Sequential(*layers, *tail)
+
+
+def torch_from_plan(spec):
+    """A torch.nn module for the book plan (fuse=False) of a spec, one module per entry."""
+    spec = resolve_spec(spec)
+
+    class Residual(torch.nn.Module):
+        def __init__(self, body, shortcut):
+            super().__init__()
+            self.body, self.shortcut = body, shortcut
+
+        def forward(self, x):
+            return self.body(x) + self.shortcut(x)
+
+    class Inception(torch.nn.Module):
+        def __init__(self, branches):
+            super().__init__()
+            self.branches = torch.nn.ModuleList(branches)
+
+        def forward(self, x):
+            return torch.cat([branch(x) for branch in self.branches], dim=1)  # NCHW
+
+    def module(kind, a, after):
+        nn = torch.nn
+        if kind == "residual":
+            return Residual(sequential(a["body"]), sequential(a["shortcut"]))
+        if kind == "inception":
+            return Inception([sequential(branch) for branch in a["branches"]])
+        simple = {
+            "to_nhwc": nn.Identity,  # the input arrives as (N, C, H, W) already
+            "conv": lambda: nn.Conv2d(
+                a["shape"][1], a["shape"][0], a["shape"][2], a["stride"], a["pad"]
+            ),
+            "bn": lambda: (nn.BatchNorm1d if after == "affine" else nn.BatchNorm2d)(a["size"]),
+            "relu": nn.ReLU,
+            "pool": lambda: nn.MaxPool2d(a["size"], a.get("stride"), a.get("pad", 0)),
+            "flatten": nn.Flatten,
+            "gap": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+            "affine": lambda: nn.Linear(*a["shape"]),
+            "dropout": lambda: nn.Dropout(a["ratio"]),
+        }
+        return simple[kind]()
+
+    def sequential(plan):
+        kinds = [None] + [kind for _, kind, _ in plan]  # each entry's predecessor
+        return torch.nn.Sequential(*[module(k, a, kinds[i]) for i, (_, k, a) in enumerate(plan)])
+
+    return sequential(PLANS[spec["name"]](spec))
 
 
 def torch_step(name, optimizer, n):
@@ -168,35 +231,67 @@ def run_table(args):
 # -- gradient check against PyTorch ----------------------------------------------------------
 
 
+def _pairs(net, model):
+    """(PyTorch module, mpinet layer name, its (weight, bias) names) in construction order."""
+    kinds = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
+    modules = [m for m in model.modules() if isinstance(m, kinds)]
+    names = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in net.params))  # conv1, bn_conv1, ...
+    views = [("W", "b") if f"{k}.W" in net.params else ("gamma", "beta") for k in names]
+    return zip(modules, names, views, strict=True)
+
+
 def check_torch(name, dtype, n=8):
-    """Max relative difference (max |a - b| / max |b| per parameter) of the gradients."""
+    """Max relative differences (max |a - b| / max |b|) of the logits, loss and gradients
+    (the worst parameter) for the same weights and batch, in training mode, dropout 0.
+
+    A conv bias before BatchNorm has gradient 0 in exact arithmetic (the normalisation
+    removes it): both libraries give rounding noise there, compared as "null gradients",
+    their largest |value| / the largest gradient of the net."""
     net = build({**MODELS[name], "dropout": 0.0}, dtype=dtype, seed=1)
     model = torch_model(name, dropout=0.0).to(getattr(torch, dtype))
-    linear = (torch.nn.Linear, torch.nn.Conv2d)
-    modules = [m for m in model if isinstance(m, linear)]
-    names = [k[:-2] for k in net.params if k.endswith(".W")]
     with torch.no_grad():  # the same weights: Linear keeps W as (out, in), the book (in, out)
-        for m, k in zip(modules, names, strict=True):
-            W = torch.from_numpy(net.params[f"{k}.W"].copy())
+        for m, k, (w, b) in _pairs(net, model):
+            W = torch.from_numpy(net.params[f"{k}.{w}"].copy())
             m.weight.copy_(W.T if isinstance(m, torch.nn.Linear) else W)
-            m.bias.copy_(torch.from_numpy(net.params[f"{k}.b"].copy()))
+            m.bias.copy_(torch.from_numpy(net.params[f"{k}.{b}"].copy()))
     x, t = batch(n, seed=2)
     x = x.astype(dtype)
+    logits = net.forward(x)
     loss = net.loss(x, t)
     net.backward()
-    tloss = torch.nn.CrossEntropyLoss()(
-        model(torch.from_numpy(x).reshape(n, 1, 28, 28)), torch.from_numpy(t)
-    )
+    tlogits = model(torch.from_numpy(x).reshape(n, 1, 28, 28))
+    tloss = torch.nn.CrossEntropyLoss()(tlogits, torch.from_numpy(t))
     tloss.backward()
-    worst = abs(loss - tloss.item()) / abs(tloss.item())
-    for m, k in zip(modules, names, strict=True):
+    tlogits = tlogits.detach().numpy()
+    worst = {
+        "logits": float(np.abs(logits - tlogits).max() / np.abs(tlogits).max()),
+        "loss": abs(loss - tloss.item()) / abs(tloss.item()),
+        "gradients": 0.0,
+        "null gradients": 0.0,
+    }
+    scale = float(np.abs(net.buffer.grad).max())
+    for m, k, (w, b) in _pairs(net, model):
         tW = m.weight.grad.numpy()
         for ours, theirs in (
-            (net.grads[f"{k}.W"], tW.T if tW.ndim == 2 else tW),
-            (net.grads[f"{k}.b"], m.bias.grad.numpy()),
+            (net.grads[f"{k}.{w}"], tW.T if isinstance(m, torch.nn.Linear) else tW),
+            (net.grads[f"{k}.{b}"], m.bias.grad.numpy()),
         ):
-            worst = max(worst, float(np.abs(ours - theirs).max() / np.abs(theirs).max()))
+            top = float(np.abs(theirs).max())
+            if top <= 1e-5 * scale:  # a bias before BatchNorm
+                null = max(top, float(np.abs(ours).max())) / scale
+                worst["null gradients"] = max(worst["null gradients"], null)
+            else:
+                diff = float(np.abs(ours - theirs).max()) / top
+                worst["gradients"] = max(worst["gradients"], diff)
     return worst
+
+
+def print_cost(names):
+    """README's table: trainable parameters, forward multiply-adds per sample (cost.py)."""
+    print("| model | parameters | multiply-adds / sample |\n|---|---:|---:|")
+    for name in names:
+        params, macs = cost(MODELS[name])
+        print(f"| {name} | {params:,} | {macs / 1e6:.2f} M |")
 
 
 def main():
@@ -223,7 +318,13 @@ def main():
         action="store_true",
         help="compare loss and gradients with PyTorch for equal weights, exit",
     )
+    parser.add_argument(
+        "--cost", action="store_true", help="print parameters and multiply-adds per sample, exit"
+    )
     args = parser.parse_args()
+    if args.cost:
+        print_cost(args.models)
+        return
     if not args.check_torch:
         run_table(args)
         return
@@ -231,7 +332,9 @@ def main():
         raise SystemExit("--check-torch needs torch (pip install torch in a separate venv)")
     for name in args.models:
         for dtype in ("float64", "float32"):
-            print(f"{name:<12}{dtype:<9} max relative difference {check_torch(name, dtype):.1e}")
+            worst = check_torch(name, dtype)
+            diffs = ", ".join(f"{k} {v:.1e}" for k, v in worst.items())
+            print(f"{name:<12}{dtype:<9} max relative difference: {diffs}")
 
 
 if __name__ == "__main__":

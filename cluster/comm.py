@@ -27,6 +27,9 @@ DEFAULT_TIMEOUT = 300.0
 ABORT_PAUSE_SECONDS = 0.1  # see Comm.abort
 ABORT_DEADLINE_SECONDS = 2.0
 
+CLOCK_TAG = 31716  # point-to-point tag of clock_offsets' ping-pong (watchdog's is 31715)
+CLOCK_ROUNDS = 8
+
 
 class Comm:
     """One MPI communicator: rank, world_size, and collectives on NumPy arrays.
@@ -177,6 +180,36 @@ class Comm:
             return None
         return self.mpi.recv(source=status.Get_source(), tag=tag)
 
+    def clock_offsets(self, rounds=CLOCK_ROUNDS):
+        """How each rank's time.perf_counter() reads against rank 0's, by ping-pong.
+
+        Every rank must call this. Rank 0 exchanges `rounds` round trips with each other rank
+        in turn and keeps the quickest (NTP's rule): the rank read its clock t while rank 0's
+        read between `sent` and `back`, so rank 0's time = t + offset, offset = (sent + back)
+        / 2 - t, wrong by at most half the round trip. Returns, on rank 0, [(offset,
+        round_trip, t)] indexed by rank ((0.0, 0.0, now) for rank 0); None elsewhere.
+        Point to point and watched; not counted in `seq` (rank 0 sends more) nor the stats.
+        """
+        stamp = np.zeros(1, np.float64)
+        if not self.is_root:
+            for _ in range(rounds):
+                self._wait(self.mpi.Irecv(stamp, 0, CLOCK_TAG), "clock_offsets")
+                stamp[0] = time.perf_counter()
+                self._wait(self.mpi.Isend(stamp, 0, CLOCK_TAG), "clock_offsets")
+            return None
+        found = [(0.0, 0.0, time.perf_counter())]
+        for peer in range(1, self.world_size):
+            samples = []
+            for _ in range(rounds):
+                sent = time.perf_counter()
+                self._wait(self.mpi.Isend(stamp, peer, CLOCK_TAG), "clock_offsets")
+                self._wait(self.mpi.Irecv(stamp, peer, CLOCK_TAG), "clock_offsets")
+                back = time.perf_counter()
+                t = float(stamp[0])
+                samples.append(((sent + back) / 2 - t, back - sent, t))
+            found.append(min(samples, key=lambda sample: sample[1]))
+        return found
+
     # -- groups and the end ---------------------------------------------------------------
 
     def split(self, color, key=0):
@@ -215,6 +248,13 @@ class Comm:
         else:
             watchdog.wait(self, request, name, t0)
         self.stats.record(name, nbytes, time.perf_counter() - t0)
+
+    def _wait(self, request, name):
+        """Wait for a point-to-point `request`, watched as _run watches a collective."""
+        if self.timeout is None:
+            request.Wait()
+        else:
+            watchdog.wait(self, request, name, time.perf_counter())
 
 
 def world(timeout=DEFAULT_TIMEOUT):

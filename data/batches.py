@@ -8,6 +8,8 @@ Two orders (config `data.order`):
   batch k is perm[k*B:(k+1)*B] and rank r takes its contiguous slice of it. The batches are
   then the same for any world size, which is what makes -n 1, -n 2 and -n 4 train the same
   model. Each rank holds the whole split in memory (uint8: 47 MB for MNIST).
+With `limit` (data.train_limit) the split is first narrowed to a class-balanced subset of
+that many samples (data/subsets.py: the same for any world size); both orders then apply.
 
 The uint8 pixels are converted per batch: scaled to [0, 1] in the requested dtype, optionally
 augmented (training only) and standardised, and shaped (n, 784) or (n, 1, 28, 28).
@@ -22,6 +24,7 @@ from .augment import check_augment, draw, shift_rotate
 from .h5file import open_checked
 from .prefetch import prefetched
 from .shards import check_rank, shard_range, split_range
+from .subsets import balanced_subset, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class TrainBatches:
         augment=None,
         prefetch=True,
         split="train",
+        limit=0,
     ):
         self.dtype = _check_options(order, dtype, shape, normalize)
         check_rank(rank, world_size)
@@ -60,13 +64,8 @@ class TrainBatches:
         self.seed, self.order, self.shape, self.prefetch = seed, order, shape, prefetch
         self.augment = check_augment(augment)
         with open_checked(path) as f:
-            n = _split_size(path, f, split)
-            start, stop = shard_range(n, rank, world_size) if order == "shard" else (0, n)
-            # Read once; the pixels stay uint8 in memory until a batch is made.
-            self.images = f[split]["images"][start:stop]
-            self.labels = f[split]["labels"][start:stop]
+            n = self._read(path, f, split, limit)
             self.stats = _stats(f, normalize)
-        self.samples_per_rank = stop - start
         self.steps_per_epoch = self._count_steps(path, split, n)
         # Samples left out of each epoch (drop_last; in shard order this includes the
         # n % world_size past the last shard, which are never seen).
@@ -78,6 +77,28 @@ class TrainBatches:
             self.steps_per_epoch,
             self.dropped,
         )
+
+    def _read(self, path, f, split, limit):
+        """Read this rank's samples once (the pixels stay uint8 until a batch is made) ->
+        the number of samples the ranks share: the split's, or with `limit` (data.train_limit)
+        the class-balanced subset's, the same for every world size (data/subsets.py)."""
+        n = _split_size(path, f, split)
+        self.subset = None  # the subset's sorted indices into the split (all ranks' samples)
+        if limit:
+            self.subset = balanced_subset(f[split]["labels"][:], limit, self.seed)
+            n = len(self.subset)
+        start, stop = (
+            shard_range(n, self.rank, self.world_size) if self.order == "shard" else (0, n)
+        )
+        if self.subset is None:
+            self.images = f[split]["images"][start:stop]
+            self.labels = f[split]["labels"][start:stop]
+        else:
+            mine = self.subset[start:stop]
+            self.images = read_rows(f[split]["images"], mine)
+            self.labels = read_rows(f[split]["labels"], mine)
+        self.samples_per_rank = stop - start
+        return n
 
     def _count_steps(self, path, split, n):
         """Steps per epoch, the same on every rank: only whole batches (drop_last)."""

@@ -1,7 +1,8 @@
 """Pure NumPy: the book's layers, the flat parameter buffer, networks and optimizers.
 
 build(spec) is the main entry; MultiLayerNetExtend, SimpleConvNet and DeepConvNet are the
-book's networks by their class names; MODEL_NAMES lists the spec names build() knows.
+book's networks by their class names, "vgg", "googlenet" and "resnet" chapter 8's tour
+(chapter8.py, with the blocks of blocks.py); MODEL_NAMES lists the spec names build() knows.
 """
 
 from .builders import (

@@ -1,18 +1,21 @@
-"""Networks built from a spec: the book's MultiLayerNetExtend, SimpleConvNet and DeepConvNet.
+"""Networks built from a spec: the book's MultiLayerNetExtend, SimpleConvNet and DeepConvNet,
+and chapter 8's VGG, GoogLeNet and ResNet (chapter8.py).
 
 A spec is a dict (the config's [model] section), e.g. {"name": "deep_cnn", "dropout": 0.0};
 model/spec.py fills in the book's values and checks every key. Building goes in four steps:
 1. a *plan*: the ordered list of the book's layers, (name, kind, attrs) entries with their
    sizes (pure data, easy to print);
 2. fuse_convolutions(plan): each conv, with the ReLU and 2x2 max pooling after it, becomes
-   one fused_conv entry (FusedConvolution: the same values, faster). build(spec, fuse=False)
-   skips this step and trains the book's Convolution, Relu and Pooling;
+   one fused_conv entry (FusedConvolution: the same values, faster), inside blocks too.
+   build(spec, fuse=False) skips this step and trains the book's Convolution, Relu, Pooling;
 3. one ParamBuffer for every trainable array of the plan (and one for BatchNorm state);
 4. the layers, each handed its views into the buffers (network.Network).
 """
 
 import numpy as np
 
+from .blocks import BLOCK_KINDS, map_sub_plans
+from .chapter8 import googlenet_plan, resnet_plan, vgg_plan
 from .im2col import conv_output_size
 from .network import Network, plan_input_layout
 from .spec import resolve_spec
@@ -88,7 +91,14 @@ def _deep_cnn_plan(spec):
 
 
 # one per spec.MODEL_NAMES
-PLANS = {"mlp": _mlp_plan, "simple_cnn": _simple_cnn_plan, "deep_cnn": _deep_cnn_plan}
+PLANS = {
+    "mlp": _mlp_plan,
+    "simple_cnn": _simple_cnn_plan,
+    "deep_cnn": _deep_cnn_plan,
+    "vgg": vgg_plan,
+    "googlenet": googlenet_plan,
+    "resnet": resnet_plan,
+}
 
 
 def fuse_convolutions(plan):
@@ -100,6 +110,8 @@ def fuse_convolutions(plan):
     ReLU run on maps a quarter of the size. Then each conv becomes a fused_conv entry that
     takes in a 2x2 pool (pool=True) and a ReLU (relu=True) right after it. A conv followed
     by BatchNorm takes in neither, and is still a fused_conv for its faster arithmetic.
+    A block's sub-plans (a residual body, an Inception branch) are fused the same way, each
+    on its own: a block is opaque to its neighbours, so nothing fuses across its edges.
     """
     swapped = list(plan)
     for i in range(len(swapped) - 1):
@@ -109,15 +121,22 @@ def fuse_convolutions(plan):
     for name, kind, attrs in swapped:
         conv = fused[-1][2] if fused and fused[-1][1] == "fused_conv" else None
         bare = conv is not None and not (conv["pool"] or conv["relu"])
-        if kind == "conv":
+        if kind in BLOCK_KINDS:
+            fused.append((name, kind, map_sub_plans(kind, attrs, fuse_convolutions)))
+        elif kind == "conv":
             fused.append((name, "fused_conv", {**attrs, "pool": False, "relu": False}))
-        elif bare and kind == "pool" and attrs["size"] == 2:
+        elif bare and kind == "pool" and _plain_2x2(attrs):
             conv["pool"] = True
         elif conv is not None and kind == "relu" and not conv["relu"]:
             conv["relu"] = True
         else:
             fused.append((name, kind, attrs))
     return fused
+
+
+def _plain_2x2(pool):
+    """A pool entry FusedConvolution can take in: 2x2 windows, stride 2, no padding."""
+    return (pool["size"], pool.get("stride", 2), pool.get("pad", 0)) == (2, 2, 0)
 
 
 def build(spec, dtype="float32", seed=0, dropout_seed=None, bn_allreduce=None, fuse=True):

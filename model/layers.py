@@ -163,8 +163,11 @@ class BatchNormalization:
     book writes 10e-7); conv maps are normalised per channel, as current practice does,
     where the book normalises each activation. With `allreduce` (a callable that sums a
     float64 array in place across ranks) the statistics are those of the global batch:
-    synchronised BatchNorm, with model/ still free of MPI.
+    synchronised BatchNorm, with model/ still free of MPI. `frozen` (train.freeze): training
+    too normalises with the running statistics and leaves them as they are.
     """
+
+    frozen = False
 
     def __init__(
         self,
@@ -185,8 +188,11 @@ class BatchNormalization:
     def forward(self, x, train=True):
         self.input_shape = x.shape
         x2 = x.reshape(-1, self.gamma.shape[0])
-        if not train:
-            xn = (x2 - self.running_mean) / np.sqrt(self.running_var + self.eps)
+        if not train or self.frozen:
+            std = np.sqrt(self.running_var + self.eps)
+            xn = (x2 - self.running_mean) / std
+            if train:  # frozen: backward treats the running statistics as constants
+                self.xn, self.std = xn, std
             return (self.gamma * xn + self.beta).reshape(x.shape)
         mu, var, self.n = self._batch_stats(x2)
         self.xc = x2 - mu
@@ -216,6 +222,8 @@ class BatchNormalization:
         self.dbeta[...] = dout.sum(axis=0)
         self.dgamma[...] = (self.xn * dout).sum(axis=0)
         dxn = self.gamma * dout
+        if self.frozen:
+            return (dxn / self.std).reshape(self.input_shape)
         sums = np.concatenate([dxn.sum(axis=0), (dxn * self.xn).sum(axis=0)])
         if self.allreduce is not None:
             sums = sums.astype(np.float64)
@@ -259,3 +267,19 @@ class Flatten:
     def backward(self, dout):
         N, H, W, C = self.x_shape
         return dout.reshape(N, C, H, W).transpose(0, 2, 3, 1)
+
+
+class GlobalAveragePooling:
+    """NHWC maps (N, H, W, C) -> (N, C): each channel's mean over the map (GoogLeNet, ResNet).
+
+    It replaces the big flatten-affine head: the classifier sees one number per channel."""
+
+    def forward(self, x, train=True):
+        self.x_shape = x.shape
+        return x.mean(axis=(1, 2))
+
+    def backward(self, dout):
+        N, H, W, C = self.x_shape
+        dx = np.empty(self.x_shape, dout.dtype)
+        dx[...] = (dout / (H * W))[:, None, None, :]  # each pixel had weight 1 / (H * W)
+        return dx

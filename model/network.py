@@ -1,11 +1,13 @@
 """Network: a sequence of layers over one ParamBuffer, plus a loss layer.
 
 The layers are those a plan names (builders.py makes plans): the book's, and where the plan
-says so, the faster equivalent FusedConvolution (fused_conv.py).
+says so, the faster equivalent FusedConvolution (fused_conv.py); a block entry (blocks.py)
+becomes a layer holding the layers of its sub-plans.
 """
 
 import numpy as np
 
+from .blocks import BLOCK_KINDS, InceptionBlock, ResidualBlock, sub_plans, walk
 from .conv import Convolution
 from .functions import softmax
 from .fused_conv import FusedConvolution
@@ -15,6 +17,7 @@ from .layers import (
     BatchNormalization,
     Dropout,
     Flatten,
+    GlobalAveragePooling,
     IdentityWithLoss,
     Relu,
     Sigmoid,
@@ -25,7 +28,13 @@ from .layers import (
 from .params import ParamBuffer
 from .pooling import Pooling
 
-SIMPLE_LAYERS = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh, "flatten": Flatten}
+SIMPLE_LAYERS = {
+    "relu": Relu,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "flatten": Flatten,
+    "gap": GlobalAveragePooling,
+}
 WEIGHT_KINDS = ("affine", "conv", "fused_conv")  # the layers with W, b, dW, db
 
 
@@ -54,16 +63,14 @@ class Network:
         self.weight_decay = float(spec.get("weight_decay", 0.0))
         self.dropout_rng = np.random.default_rng(seed if dropout_seed is None else dropout_seed)
         self._init_params(np.random.default_rng(seed))
-        self.layers = {
-            name: self._make_layer(name, kind, attrs, bn_allreduce) for name, kind, attrs in plan
-        }
+        self.layers = self._make_layers(plan, "", bn_allreduce)
         loss = spec.get("loss", "softmax")
         self.loss_layer = SoftmaxWithLoss() if loss == "softmax" else IdentityWithLoss()
         self.decayed = [self.params[n] for n, _ in specs if n.endswith(".W")]
         self.decayed_grads = [self.grads[n] for n, _ in specs if n.endswith(".W")]
 
     def _init_params(self, rng):
-        for name, kind, attrs in self.plan:
+        for name, kind, attrs in walk(self.plan):  # blocks' layers too, in plan order
             if kind in WEIGHT_KINDS:
                 shape = attrs["shape"]
                 fan_in = shape[0] if kind == "affine" else int(np.prod(shape[1:]))
@@ -72,8 +79,20 @@ class Network:
                 self.params[f"{name}.gamma"][...] = 1
                 self.state.params[f"{name}.running_var"][...] = 1
 
+    def _make_layers(self, plan, prefix, bn_allreduce):
+        """{name: layer} for a plan; a block's sub-plans with prefix 'block2.' (full names)."""
+        return {
+            name: self._make_layer(prefix + name, kind, attrs, bn_allreduce)
+            for name, kind, attrs in plan
+        }
+
     def _make_layer(self, name, kind, attrs, bn_allreduce):
         p, g, st = self.params, self.grads, self.state.params
+        if kind in BLOCK_KINDS:
+            subs = [
+                self._make_layers(sub, f"{name}.", bn_allreduce) for sub in sub_plans(kind, attrs)
+            ]
+            return ResidualBlock(*subs) if kind == "residual" else InceptionBlock(subs)
         if kind in WEIGHT_KINDS:
             return self._weight_layer(name, kind, attrs)
         if kind == "bn":
@@ -87,7 +106,8 @@ class Network:
                 allreduce=bn_allreduce,
             )
         if kind == "pool":
-            return Pooling(attrs["size"], attrs["size"], stride=attrs["size"])
+            size = attrs["size"]
+            return Pooling(size, size, stride=attrs.get("stride", size), pad=attrs.get("pad", 0))
         if kind == "dropout":
             return Dropout(attrs["ratio"], self.dropout_rng)
         if kind == "to_nhwc":
@@ -108,27 +128,58 @@ class Network:
 
     # -- training -------------------------------------------------------------------------
 
-    def forward(self, x, train=True):
+    def forward(self, x, train=True, spans=None):
+        """spans: None, or a recorder (`mpinet train --profile`, worker/profile.py) whose
+        spans.layer(phase, name) ends a span after each layer; None costs nothing."""
         x = np.asarray(check_input(x), self.dtype)
+        if spans is not None:
+            return self._forward_spans(x, train, spans)
         for layer in self.layers.values():
             x = layer.forward(x, train)
         return x
 
-    def loss(self, x, t, train=True):
-        """Mean loss of the batch (x, t), plus 0.5 * weight_decay * sum of W**2."""
-        loss = self.loss_layer.forward(self.forward(x, train), t)
+    def loss(self, x, t, train=True, spans=None):
+        """Mean loss of the batch (x, t), plus 0.5 * weight_decay * sum of W**2.
+
+        spans: see forward; the loss layer and the decay term end a span named "loss"."""
+        loss = self.loss_layer.forward(self.forward(x, train, spans), t)
         if self.weight_decay:
             loss += 0.5 * self.weight_decay * sum(float(np.vdot(W, W)) for W in self.decayed)
+        if spans is not None:
+            spans.layer("forward", "loss")
         return loss
 
-    def backward(self):
-        """Backpropagate the last loss() into buffer.grad (weight decay included)."""
+    def backward(self, spans=None):
+        """Backpropagate the last loss() into buffer.grad (weight decay included).
+
+        spans: see forward; in backward order: "loss", each layer, "weight_decay"."""
+        if spans is not None:
+            return self._backward_spans(spans)
         dout = self.loss_layer.backward()
         for layer in reversed(self.layers.values()):
             dout = layer.backward(dout)
         if self.weight_decay:
-            for W, dW in zip(self.decayed, self.decayed_grads, strict=True):
-                dW += self.weight_decay * W
+            self._add_weight_decay()
+
+    def _forward_spans(self, x, train, spans):
+        for name, layer in self.layers.items():
+            x = layer.forward(x, train)
+            spans.layer("forward", name)
+        return x
+
+    def _backward_spans(self, spans):
+        dout = self.loss_layer.backward()
+        spans.layer("backward", "loss")
+        for name, layer in reversed(self.layers.items()):
+            dout = layer.backward(dout)
+            spans.layer("backward", name)
+        if self.weight_decay:
+            self._add_weight_decay()
+            spans.layer("backward", "weight_decay")
+
+    def _add_weight_decay(self):
+        for W, dW in zip(self.decayed, self.decayed_grads, strict=True):
+            dW += self.weight_decay * W
 
     def gradient(self, x, t):
         """The book's API: loss and backward, returning the gradients by name."""
@@ -203,14 +254,15 @@ def check_input(x):
 def plan_input_layout(plan):
     """'flat' when the plan's first layer with weights is an Affine (rows of features, mlp),
     else 'image' (a CNN: (N, C, H, W) maps, or their C*H*W values per row)."""
-    first = next(kind for _, kind, _ in plan if kind in WEIGHT_KINDS)
+    first = next(kind for _, kind, _ in walk(plan) if kind in WEIGHT_KINDS)
     return "flat" if first == "affine" else "image"
 
 
 def _param_specs(plan):
-    """(trainable specs, state specs) in plan order, e.g. ("conv1.W", (16, 1, 3, 3))."""
+    """(trainable specs, state specs) in plan order, e.g. ("conv1.W", (16, 1, 3, 3)); a
+    block's in its place, by full name ("block2.conv1.W")."""
     params, state = [], []
-    for name, kind, attrs in plan:
+    for name, kind, attrs in walk(plan):
         if kind == "affine":
             params += [(f"{name}.W", attrs["shape"]), (f"{name}.b", (attrs["shape"][1],))]
         elif kind in ("conv", "fused_conv"):

@@ -5,7 +5,8 @@ as running it tensor by tensor (a test proves it), and costs a few vectorised st
 Contract: `update(data, grad)` with two 1-D arrays of equal length; state is allocated
 lazily on the first call; `state_dict()` / `load_state_dict()` expose it as flat arrays
 plus the step counter `iter`, for checkpoints. `lr` may be changed between steps
-(learning-rate schedules set it).
+(learning-rate schedules set it). `frozen` (create(..., frozen=ranges)): (start, stop)
+ranges of the flat buffer that no update moves (train.freeze).
 """
 
 import math
@@ -32,14 +33,37 @@ def _fraction(cls, **values):
             raise ValueError(f"{cls}: {key} must be in [0, 1), got {value}")
 
 
-class SGD:
+class Optimizer:
+    """What every optimizer shares: update(), and the frozen ranges of the flat buffer.
+
+    update(data, grad) runs the class's rule (_update) in place. With frozen (start, stop)
+    ranges it zeroes their gradient first, so their state stays exactly 0 (each rule maps a
+    zero gradient and zero state to zero), and puts their values back afterwards, bit for
+    bit (a rule's `data += 0` would turn a -0.0 into +0.0).
+    """
+
+    frozen = ()
+
+    def update(self, data, grad):
+        if not self.frozen:
+            self._update(data, grad)
+            return
+        for start, stop in self.frozen:
+            grad[start:stop] = 0
+        kept = [data[start:stop].copy() for start, stop in self.frozen]
+        self._update(data, grad)
+        for (start, stop), values in zip(self.frozen, kept, strict=True):
+            data[start:stop] = values
+
+
+class SGD(Optimizer):
     """p -= lr * g"""
 
     def __init__(self, lr=0.01):
         _positive("SGD", lr=lr)
         self.lr, self.iter = lr, 0
 
-    def update(self, data, grad):
+    def _update(self, data, grad):
         self.iter += 1
         step = _scratch(self, "_step", data)
         np.multiply(grad, self.lr, out=step)  # into a kept array: no temporary per step
@@ -52,7 +76,7 @@ class SGD:
         self.iter = int(state["iter"])
 
 
-class Momentum:
+class Momentum(Optimizer):
     """v = momentum * v - lr * g;  p += v"""
 
     def __init__(self, lr=0.01, momentum=0.9):
@@ -60,7 +84,7 @@ class Momentum:
         _fraction("Momentum", momentum=momentum)
         self.lr, self.momentum, self.iter, self.v = lr, momentum, 0, None
 
-    def update(self, data, grad):
+    def _update(self, data, grad):
         if self.v is None:
             self.v = np.zeros_like(data)
         self.iter += 1
@@ -76,7 +100,7 @@ class Momentum:
         self.iter, self.v = int(state["iter"]), _copy(state["v"])
 
 
-class Nesterov:
+class Nesterov(Optimizer):
     """The book's Nesterov form: v = m*v - lr*g;  p += m*m*v - (1 + m)*lr*g"""
 
     def __init__(self, lr=0.01, momentum=0.9):
@@ -84,7 +108,7 @@ class Nesterov:
         _fraction("Nesterov", momentum=momentum)
         self.lr, self.momentum, self.iter, self.v = lr, momentum, 0, None
 
-    def update(self, data, grad):
+    def _update(self, data, grad):
         if self.v is None:
             self.v = np.zeros_like(data)
         self.iter += 1
@@ -99,14 +123,14 @@ class Nesterov:
     load_state_dict = Momentum.load_state_dict
 
 
-class AdaGrad:
+class AdaGrad(Optimizer):
     """h += g*g;  p -= lr * g / (sqrt(h) + 1e-7)"""
 
     def __init__(self, lr=0.01, eps=1e-7):
         _positive("AdaGrad", lr=lr, eps=eps)
         self.lr, self.eps, self.iter, self.h = lr, eps, 0, None
 
-    def update(self, data, grad):
+    def _update(self, data, grad):
         if self.h is None:
             self.h = np.zeros_like(data)
         self.iter += 1
@@ -120,7 +144,7 @@ class AdaGrad:
         self.iter, self.h = int(state["iter"]), _copy(state["h"])
 
 
-class RMSprop:
+class RMSprop(Optimizer):
     """h = decay*h + (1 - decay)*g*g;  p -= lr * g / (sqrt(h) + 1e-7)"""
 
     def __init__(self, lr=0.01, decay_rate=0.99, eps=1e-7):
@@ -128,7 +152,7 @@ class RMSprop:
         _fraction("RMSprop", decay_rate=decay_rate)
         self.lr, self.decay_rate, self.eps, self.iter, self.h = lr, decay_rate, eps, 0, None
 
-    def update(self, data, grad):
+    def _update(self, data, grad):
         if self.h is None:
             self.h = np.zeros_like(data)
         self.iter += 1
@@ -141,7 +165,7 @@ class RMSprop:
     load_state_dict = AdaGrad.load_state_dict
 
 
-class Adam:
+class Adam(Optimizer):
     """m += (1-b1)(g - m);  v += (1-b2)(g*g - v);  p -= lr_t * m / (sqrt(v) + 1e-7)
 
     As in the book, the bias correction is folded into the step size:
@@ -155,7 +179,7 @@ class Adam:
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
         self.iter, self.m, self.v = 0, None, None
 
-    def update(self, data, grad):
+    def _update(self, data, grad):
         if self.m is None:
             self.m, self.v = np.zeros_like(data), np.zeros_like(data)
         self.iter += 1
@@ -215,12 +239,18 @@ OPTIMIZERS = {
 }
 
 
-def create(name, **kwargs):
-    """create('adam', lr=1e-3) -> Adam; unknown names and arguments are one-line errors."""
+def create(name, frozen=(), **kwargs):
+    """create('adam', lr=1e-3) -> Adam; unknown names and arguments are one-line errors.
+
+    frozen: (start, stop) ranges of the flat buffer that update() leaves as they are, their
+    state at 0 (ParamBuffer.ranges(names) makes them).
+    """
     cls = OPTIMIZERS.get(str(name).lower())
     if cls is None:
         raise ValueError(f"unknown optimizer {name!r}; valid names: {sorted(OPTIMIZERS)}")
     try:
-        return cls(**kwargs)
+        optimizer = cls(**kwargs)
     except TypeError as e:
         raise ValueError(f"optimizer {name!r}: {e}") from None
+    optimizer.frozen = tuple((int(start), int(stop)) for start, stop in frozen)
+    return optimizer

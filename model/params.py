@@ -50,6 +50,19 @@ class ParamBuffer:
             offset += n
         return out
 
+    def ranges(self, names):
+        """The (start, stop) ranges of the flat arrays that the parameters `names` occupy,
+        in buffer order, neighbours merged (conv1.W and conv1.b: one range)."""
+        out = []
+        for name, (start, stop) in self.offsets().items():
+            if name not in names:
+                continue
+            if out and out[-1][1] == start:
+                out[-1] = (out[-1][0], stop)
+            else:
+                out.append((start, stop))
+        return out
+
     def layout(self):
         """(name, shape, dtype) per parameter: compared across ranks before training."""
         return tuple((name, shape, self.dtype.str) for name, shape in self.specs)

@@ -24,6 +24,7 @@ from mpinet.model.schedules import SCHEDULES
 from mpinet.model.spec import resolve_spec
 
 from .config_read import merge, parse_override, parse_toml, read_toml
+from .profile import parse_profile
 from .sections import (
     SECTIONS,
     Config,
@@ -77,6 +78,7 @@ POSITIVE = (
 )
 NON_NEGATIVE = (
     "data.shift",
+    "data.train_limit",
     "data.rotate",
     "optim.warmup_steps",
     "optim.clip_norm",
@@ -90,6 +92,9 @@ NON_NEGATIVE = (
     "train.blas_threads",
 )
 
+
+# Lists of parameter-name prefixes ("conv1" matches conv1.W and conv1.b): worker/transfer.py.
+PREFIXES = ("train.freeze", "train.init_skip")
 
 # Keys a resumed run may change (`--resume` with --config/--set on top of the run's own
 # config): how long it runs, how often it reports, where it finds its data file (the data's
@@ -111,6 +116,7 @@ RESUMABLE = (
     "train.collective_timeout",
     "train.blas_threads",
     "train.plots",
+    "train.profile",
     "metrics.port",
     "metrics.host",
     "metrics.job",
@@ -195,8 +201,10 @@ def _validate(config):
             f"config key metrics.port: got {config.metrics.port}; expected -1 "
             f"(off), 0 (any free port) or a port number up to 65535"
         )
+    _check_transfer(flat)
     try:
         model_spec(config)
+        parse_profile(config.train.profile)
     except ValueError as e:
         raise ValueError(f"config key {e}") from None
     if config.model.loss not in (None, "softmax"):
@@ -204,6 +212,23 @@ def _validate(config):
             f"config key model.loss: got {config.model.loss!r}; expected "
             f"'softmax': mpinet train classifies digits (mse is for regression "
             f"with the Python API)"
+        )
+
+
+def _check_transfer(flat):
+    """train.freeze and train.init_skip: lists of non-empty names; init_skip needs init_from."""
+    for key in PREFIXES:
+        bad = [p for p in flat[key] if not isinstance(p, str) or not p]
+        if bad:
+            raise ValueError(
+                f"config key {key}: got {flat[key]!r}; expected a list of parameter-name "
+                f'prefixes, e.g. ["conv1", "affine1"]'
+            )
+    if flat["train.init_skip"] and not flat["train.init_from"]:
+        raise ValueError(
+            f"config key train.init_skip: got {flat['train.init_skip']!r} without "
+            f"train.init_from; expected it only with a checkpoint to start from; set "
+            f"train.init_from (--init-from CKPT), or leave train.init_skip out"
         )
 
 

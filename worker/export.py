@@ -7,11 +7,14 @@
 
 The network's plan (model/builders.py) maps one to one onto standard ONNX operators, in the
 book's order: Conv, Relu/Sigmoid/Tanh, MaxPool, BatchNormalization, Flatten, Gemm; dropout
-is the identity at inference and left out. Weights keep the book's shapes, which are ONNX's
-own (conv W (FN, C, FH, FW) = OIHW; affine W (in, out) with Gemm's transB = 0). The input is
-(N, 1, 28, 28) float32 pixels in [0, 1], 1 = ink, the batch dynamic; a network trained on
-standardised pixels has the Sub/Div folded in front. The output is the scores ("logits");
-the class names, data set and input convention are in the model's metadata.
+is the identity at inference and left out. Chapter 8's blocks become their sub-layers' nodes
+and one Add (a residual block: body + shortcut) or Concat along channels (an Inception
+block), global average pooling a GlobalAveragePool then Flatten. Weights keep the book's
+shapes, which are ONNX's own (conv W (FN, C, FH, FW) = OIHW; affine W (in, out) with Gemm's
+transB = 0). The input is (N, 1, 28, 28) float32 pixels in [0, 1], 1 = ink, the batch
+dynamic; a network trained on standardised pixels has the Sub/Div folded in front. The
+output is the scores ("logits"); the class names, data set and input convention are in the
+model's metadata.
 
 onnx and safetensors are an optional extra (`pip install "mpinet[onnx]"`): training
 never needs them.
@@ -25,6 +28,7 @@ import numpy as np
 from mpinet.data import class_names
 from mpinet.data.atomic import replacing
 from mpinet.data.messages import written
+from mpinet.model.blocks import BLOCK_KINDS, sub_plans
 from mpinet.model.checkpoint import read, resolve
 
 from .predict import CHECKPOINT_HELP, pixel_stats, trained_on
@@ -205,6 +209,8 @@ class Graph:
         """Append the ONNX node(s) of one plan entry -> the name of its output."""
         if kind in ("to_nhwc", "dropout"):  # ONNX maps are NCHW; dropout: identity here
             return x
+        if kind in BLOCK_KINDS:
+            return self.block(name, kind, a, x)
         if kind == "conv":
             pad = a["pad"]
             return self.node(
@@ -228,9 +234,13 @@ class Graph:
                 epsilon=BN_EPS,
             )
         if kind == "pool":
-            return self.node("MaxPool", [x], kernel_shape=[a["size"]] * 2, strides=[a["size"]] * 2)
+            size, stride, pad = a["size"], a.get("stride", a["size"]), a.get("pad", 0)
+            pads = {"pads": [pad] * 4} if pad else {}  # padding is -inf for MaxPool, as ours
+            return self.node("MaxPool", [x], kernel_shape=[size] * 2, strides=[stride] * 2, **pads)
         if kind == "flatten":
             return self.node("Flatten", [x], axis=1)
+        if kind == "gap":
+            return self.node("Flatten", [self.node("GlobalAveragePool", [x])], axis=1)
         ops = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
         if kind in ops:
             return self.node(ops[kind], [x])
@@ -238,3 +248,15 @@ class Graph:
             f"checkpoint {self.ckpt.path}: layer {name} of kind {kind!r}; "
             f"expected one ONNX export knows; export is not available for it"
         )
+
+    def block(self, name, kind, a, x):
+        """A residual block: Add(body, shortcut); Inception: Concat of its branches (NCHW)."""
+        outs = []
+        for sub in sub_plans(kind, a):
+            y = x  # an empty shortcut is the identity
+            for sub_name, sub_kind, sub_a in sub:
+                y = self.layer(f"{name}.{sub_name}", sub_kind, sub_a, y)
+            outs.append(y)
+        if kind == "residual":
+            return self.node("Add", outs)
+        return self.node("Concat", outs, axis=1)

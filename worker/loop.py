@@ -5,7 +5,8 @@ allreduce of the flat gradient, clip, learning rate, update, then one call for e
 after a step (metrics, progress, evaluation, pre-emption, checkpoint). Lines marked
 `# dist:` exist only because there are several ranks; with a LocalComm they are no-ops and
 the rest is the book's training loop. setup() (worker/start.py) writes nothing: a start that
-fails leaves no run directory behind; begin() commits it.
+fails leaves no run directory behind; begin() commits it. `--profile START:COUNT` traces
+COUNT steps (worker/profile.py); every other step runs exactly as without it.
 """
 
 import logging
@@ -18,6 +19,7 @@ import numpy as np
 from mpinet.cluster import AllRanksError, assert_same_params
 
 from .evaluate import tally
+from .profile import Profile
 from .resume import save_checkpoint
 from .run import begin, complete, finish, setup
 
@@ -35,16 +37,17 @@ def train(cfg, comm, run_dir, ckpt=None):
     run = setup(cfg, comm, ckpt, TrainSums())  # checks and restores; writes nothing
     if complete(run):  # resumed after the last step: nothing to do, nothing written
         return None, run.net
+    profile = Profile(cfg, comm, run, run_dir, PHASES)  # --profile START:COUNT; writes nothing
     begin(run, run_dir)  # the start is accepted: from here on, the run directory is written
     net, optimizer, grad_sum, stop = run.net, run.optimizer, GradSum(run), None
     for step in range(run.step, run.schedule.total_steps):
         comm.step = step  # dist: named by the stall watchdog's message
-        laps = Laps()
+        laps = Laps() if step not in profile.steps else profile.laps(step)  # --profile: spans
         for x, t in next(run.micro_batches):  # optim.accumulate micro-batches, this rank's share
             laps.lap("data")
-            loss = net.loss(x, t)
+            loss = net.loss(x, t, spans=laps.trace)  # spans: per layer, when profiled
             laps.lap("forward")
-            net.backward()
+            net.backward(spans=laps.trace)
             laps.lap("backward")
             run.sums.add(loss, net, t)
             grad_sum.add(net.buffer.grad)  # backward overwrites grad; no-op if accumulate=1
@@ -52,6 +55,7 @@ def train(cfg, comm, run_dir, ckpt=None):
         comm.allreduce_mean_(net.buffer.grad)  # dist: ONE message for every gradient
         laps.lap("allreduce")
         clip_grad_norm(net.buffer.grad, cfg.optim.clip_norm, step)
+        laps.lap("optimizer", row="clip")  # the metrics count it in "optimizer"; a trace apart
         optimizer.lr = run.schedule.lrs[step]  # a table of the schedule, made at setup
         optimizer.update(net.buffer.data, net.buffer.grad)
         laps.lap("optimizer")
@@ -62,13 +66,19 @@ def train(cfg, comm, run_dir, ckpt=None):
 
 
 class Laps:
-    """Seconds per phase of one step: lap(phase) ends `phase`, begun at the last lap."""
+    """Seconds per phase of one step: lap(phase) ends `phase`, begun at the last lap.
+
+    `trace` is None: a step that --profile traces gets a profile.TracedLaps instead, which
+    counts the same seconds, also records the spans (`row`: a lap's row in the trace) and is
+    what the network's `spans=` receives."""
+
+    trace = None
 
     def __init__(self):
         self.seconds = dict.fromkeys(PHASES, 0.0)
         self.last = time.perf_counter()
 
-    def lap(self, phase):
+    def lap(self, phase, row=None):
         now = time.perf_counter()
         self.seconds[phase] += now - self.last
         self.last = now
@@ -150,6 +160,8 @@ def after_step(run, step, loss, laps):
             stop[0],
             step,
         )
+    if laps.trace is not None:  # --profile: the bookkeeping's span; the trace after the window
+        laps.trace.end(stop)
     return stop
 
 
@@ -182,7 +194,7 @@ def evaluate(run, step, epochs):
     """
     net, comm = run.net, run.comm
     if net.state.size:
-        comm.allreduce_mean_(net.state.data)  # dist: BatchNorm running statistics
+        run.frozen.average_state_(comm, net)  # dist: BatchNorm running statistics
     counts, loss_sum = tally(net, *run.test)
     sums = np.array([loss_sum, counts.trace(), counts.sum(), *run.sums.values()], np.float64)
     comm.allreduce_sum_(sums)  # dist

@@ -44,5 +44,8 @@ class Preemption:
         return stops[-1]  # Ctrl-C wins: the person at the terminal
 
     def close(self):
+        """Restore the handlers, except after a Ctrl-C: the run is stopping for it, and a
+        second one while it finishes (summary, metrics) must still stop it at once."""
         for s, handler in self.previous.items():
-            signal.signal(s, handler)
+            if not (s == signal.SIGINT and self.flags[self.SIGNALS.index(s)]):
+                signal.signal(s, handler)

@@ -23,6 +23,7 @@ from mpinet.model.checkpoint import restore, set_rng_state
 from .checkpoint_dir import CheckpointDir, find_resume
 from .config import load_config, to_toml
 from .files import written
+from .transfer import check_flags
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def resolve_start(args, overrides):
     the run's config.toml, if it has one); --resume PATH: that checkpoint file, pointer or
     directory. Raises ValueError/OSError (one line) for anything the user must fix.
     """
+    check_flags(args)  # --init-from with --resume: refused
     run_dir = Path(args.run_dir) if args.run_dir else None
     ckpt, base = None, None
     if args.resume == "auto":
@@ -160,7 +162,7 @@ def save_checkpoint(run, test_accuracy=None):
     """
     cfg, comm, net, step, clock = run.cfg, run.comm, run.net, run.steps_done, run.clock
     if net.state.size:
-        comm.allreduce_mean_(net.state.data)  # dist: the BatchNorm statistics of all ranks
+        run.frozen.average_state_(comm, net)  # dist: the BatchNorm statistics of all ranks
     dropout = comm.gather_object(net.dropout_rng.bit_generator.state, root=0)  # dist
     sums = comm.gather_object(run.sums.values(), root=0)  # dist: train sums since last eval
 
@@ -176,6 +178,7 @@ def save_checkpoint(run, test_accuracy=None):
             "train_seconds": clock.train_seconds,
             "elapsed_seconds": clock.elapsed(),
             **run.data["meta"],
+            **run.source,  # train.init_from: the source file and its sha256
         }
         with written(run.checkpoints.path(step)):  # a full disk: one line
             run.checkpoints.save(net, run.optimizer, meta, test_accuracy=test_accuracy)

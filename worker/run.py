@@ -19,6 +19,7 @@ from mpinet.cluster import (
     fail_together,
 )
 from mpinet.data import fingerprint
+from mpinet.data.subsets import describe_subset
 from mpinet.model import build, optimizers
 from mpinet.model.schedules import learning_rate
 
@@ -32,6 +33,7 @@ from .progress import Progress
 from .resume import Clock, Resumed, make_checkpoint_dir, restore_checkpoint
 from .start import commit, log_start, open_data, prepare_data, read_test_images
 from .threads import blas_threads_for, pin_blas_threads
+from .transfer import Frozen, init_from
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ class Run:
     clock: Clock = None
     world_sizes: list = field(default_factory=list)
     steps_done: int = 0  # the steps completed so far, counting earlier legs
+    frozen: Frozen = None  # train.freeze (worker/transfer.py)
+    source: dict = field(default_factory=dict)  # what checkpoints record of train.init_from
 
     @property
     def step(self):
@@ -106,12 +110,18 @@ def setup(cfg, comm, ckpt, sums):
         dropout_seed=(cfg.train.seed, comm.rank),
         bn_allreduce=comm.allreduce_sum_ if cfg.model.sync_bn else None,  # dist
     )
-    optimizer = optimizers.create(cfg.optim.name, **optimizer_kwargs(cfg))
+    frozen = Frozen(cfg, comm, net)  # train.freeze: the same ranges on every rank (checked)
+    optimizer = optimizers.create(cfg.optim.name, frozen=frozen.params, **optimizer_kwargs(cfg))
     metrics = start_metrics(cfg, comm)
+    source = init_from(cfg, comm, net, ckpt)  # rank 0 copies; make_identical broadcasts
     resumed = make_identical(cfg, comm, ckpt, net, optimizer, sums, data["meta"])
     schedule = make_schedule(cfg, comm, batches)
     test = (x_test, t_test)
-    return Run(cfg, comm, net, optimizer, batches, test, metrics, schedule, resumed, data, sums)
+    if batches.subset is not None:
+        log.info("data.train_limit: %s", describe_subset(batches.subset))
+    run = Run(cfg, comm, net, optimizer, batches, test, metrics, schedule, resumed, data, sums)
+    run.frozen, run.source = frozen, source
+    return run
 
 
 def make_identical(cfg, comm, ckpt, net, optimizer, sums, data_meta):

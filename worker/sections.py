@@ -23,6 +23,7 @@ class DataConfig:
     normalize: str = "unit"  # unit: pixels / 255 | standard: zero mean, unit variance
     prefetch: bool = True  # prepare the next batch in a background thread
     eval_split: str = "test"  # what evaluations score: test, or val (a file made with --val N)
+    train_limit: int = 0  # train on a seeded class-balanced subset of N samples; 0 = all
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,13 @@ class ModelConfig:
     loss: str | None = None
     input_shape: list | None = None
     output_size: int | None = None
+    convs: int | None = None  # vgg: 3x3 convolutions per stage (filters: one count per stage)
+    stem: int | None = None  # googlenet: filters of the 3x3 stem convolution
+    inception: list | None = None  # googlenet: blocks [1x1, 3x3r, 3x3, 5x5r, 5x5, pool proj]
+    pool_after: list | None = None  # googlenet: block numbers followed by a 2x2 max pool
+    double_3x3: bool | None = None  # googlenet: two 3x3 convs in place of each 5x5
+    channels: list | None = None  # resnet: channels per stage (later stages: stride 2)
+    blocks: list | None = None  # resnet: residual blocks per stage
     sync_bn: bool = False  # BatchNorm statistics of the global batch (allreduced)
 
 
@@ -78,8 +86,12 @@ class TrainConfig:
     keep_best: bool = False  # also keep the one with the best test accuracy
     check_every: int = 0  # compare a parameter checksum across ranks every N steps; 0 = off
     collective_timeout: float = 300.0  # seconds a collective may stall before the job aborts
+    profile: str = ""  # "START:COUNT": trace steps START.. (from 0) to RUN_DIR/trace.json; "" = off
     blas_threads: int = 0  # BLAS threads per rank; 0 = cores on this node / ranks on it
     plots: bool = True  # draw loss, accuracy, confusion and misclassified PNGs at the end
+    init_from: str = ""  # start from these weights (checkpoint, run dir, pointer); "" = off
+    init_skip: list = field(default_factory=list)  # init_from: prefixes initialised fresh
+    freeze: list = field(default_factory=list)  # prefixes of parameters no update moves
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ def open_data(cfg, comm, path):
             normalize=cfg.data.normalize,
             augment=augment,
             prefetch=cfg.data.prefetch,
+            limit=cfg.data.train_limit,
         )
         if batches.steps_per_epoch < cfg.optim.accumulate:
             raise ValueError(

@@ -2,9 +2,10 @@
 
 import logging
 import os
+import signal
 import sys
 
-from mpinet.cluster import abort_on_error, auto, launched_by_mpi, on_root
+from mpinet.cluster import EXIT_INTERRUPTED, abort_on_error, auto, launched_by_mpi, on_root
 
 from .config import to_toml
 from .log import setup_logging
@@ -39,6 +40,18 @@ def add_arguments(parser):
         "checkpoints/latest; the run's own config is the base",
     )
     parser.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start from the parameters of this checkpoint file, run directory or its "
+        "checkpoints/latest, by name (= train.init_from; not with --resume)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="START:COUNT",
+        help="trace COUNT steps from step START (from 0) on every rank into RUN_DIR/trace.json "
+        "(= train.profile; open it in Perfetto)",
+    )
+    parser.add_argument(
         "--print-config",
         action="store_true",
         help="print the fully resolved config (TOML) and exit",
@@ -57,6 +70,8 @@ def run(args):
     setup_logging(comm.rank, comm.world_size, args.log_all_ranks, json_lines=args.log_json)
     with abort_on_error(comm):
         overrides = list(args.overrides) + ([f"data.path={args.data!r}"] if args.data else [])
+        overrides += [f"train.profile={args.profile!r}"] if args.profile is not None else []
+        overrides += [f"train.init_from={args.init_from!r}"] if args.init_from else []
         # rank 0 reads the checkpoint (if any) and resolves the config; an error is the job's
         # (the same flags everywhere), so it is said without "on rank 0"
         start = on_root(comm, None, lambda: resolve_start(args, overrides), share=False)  # dist
@@ -69,6 +84,10 @@ def run(args):
         comm.timeout = cfg.train.collective_timeout
         summary, _ = train(cfg, comm, run_dir, ckpt)
         if summary is None or summary["exit_code"]:  # already complete, or stopped
+            if summary is not None and summary["exit_code"] == EXIT_INTERRUPTED:
+                # stopped and saved for a Ctrl-C: what is left is the exit itself, which
+                # another Ctrl-C must not turn into a traceback
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
             return 0 if summary is None else summary["exit_code"]
         if summary["final_test_accuracy"] is None:  # stopped before any evaluation
             log.info(

@@ -82,6 +82,8 @@ META = {
     "pixel_mean": Rule(float, "a finite float", None),
     "pixel_std": Rule(float, "a finite float > 0", lambda v: v > 0),
     "test_accuracy": Rule(float, "a float in [0, 1]", lambda v: 0 <= v <= 1),
+    "init_from": TEXT,  # train.init_from: the checkpoint file the run started from
+    "init_from_sha256": DIGEST,  # and its sha256
 }
 REQUIRED_META = ("step",)
 

@@ -237,6 +237,16 @@ def test_cnn_filters(tmp_path, mnist_h5, capsys):
     assert pngs(tmp_path) == ["filters_after.png", "filters_before.png"]
 
 
+def test_transfer(tmp_path, mnist_h5):
+    table = run("12_transfer", tmp_path, "--data", mnist_h5)  # Fashion: the private cache
+    assert len(table) == 8 and all(0 < row["accuracy"] <= 1 for row in table.values())
+    frozen = {
+        key: row["frozen_unchanged"] for key, row in table.items() if "frozen_unchanged" in row
+    }
+    assert len(frozen) == 4 and all(kept is True for kept in frozen.values())  # bitwise
+    assert pngs(tmp_path) == ["transfer.png"]
+
+
 # --- the command line: --help, progress on a terminal, the data file -----------------------
 
 

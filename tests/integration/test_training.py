@@ -298,3 +298,24 @@ def test_blas_threads_are_pinned_per_rank(launcher, mnist_h5, tmp_path):
     assert len(threads) == 4
     expected = max(1, cores // 4)
     assert all(int(a) == expected and int(b) == expected for a, b in threads), threads
+
+
+@pytest.mark.numerics
+def test_resnet_on_1_and_2_ranks_in_global_order_with_synchronised_batchnorm(
+    launcher, mnist_h5, tmp_path
+):
+    """resnet holds BatchNorm in every block: with model.sync_bn its batch statistics are the
+    global batch's, so 2 ranks train what one trains (the running statistics are averaged
+    across ranks at each evaluation and checkpoint either way); without sync_bn each rank
+    normalises by its own half-batch and the model differs."""
+    settings = SMALL + FLOAT64 + OPTIMS["sgd"]
+    settings += ["model.name='resnet'", "model.channels=[4, 8, 8]", "train.max_steps=4"]
+    alone = train_dump(launcher, 0, tmp_path / "alone", mnist_h5, *settings, timeout=300)[0]
+    synced = train_dump(
+        launcher, 2, tmp_path / "sync", mnist_h5, *settings, "model.sync_bn=true", timeout=300
+    )
+    local = train_dump(launcher, 2, tmp_path / "local", mnist_h5, *settings, timeout=300)[0]
+    scale = np.abs(alone).max()
+    assert np.array_equal(synced[0], synced[1])  # the replicas stay identical
+    assert np.abs(synced[0] - alone).max() / scale < trajectory_tolerance(steps=4)
+    assert np.abs(local - alone).max() / scale > 1e-4

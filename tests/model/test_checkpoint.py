@@ -244,9 +244,9 @@ DAMAGE = {
         r"\(576, 32\)" + CORRUPT,
     ),
     "bad spec": (
-        changed(lambda f: f.attrs.modify("model_spec", '{"name": "resnet"}'), True),
+        changed(lambda f: f.attrs.modify("model_spec", '{"name": "alexnet"}'), True),
         "attribute model_spec is not a spec this mpinet builds \\(model.name: got "
-        "'resnet'.*\\); expected one of its model specs; use a matching mpinet version",
+        "'alexnet'.*\\); expected one of its model specs; use a matching mpinet version",
     ),
     "missing array": (
         changed(lambda f: f.__delitem__("params/affine2.b")),

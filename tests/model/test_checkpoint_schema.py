@@ -83,6 +83,8 @@ BAD_ROOT = [
     ("data_fingerprint", "AB" * 32, "attribute data_fingerprint is 'ABAB"),
     ("pixel_std", 0.0, "attribute pixel_std is 0.0; expected a finite float > 0"),
     ("test_accuracy", 1.5, "attribute test_accuracy is 1.5; expected a float in [0, 1]"),
+    ("init_from", 3, "attribute init_from is an integer 3; expected text"),
+    ("init_from_sha256", "abc", "attribute init_from_sha256 is 'abc'; expected 64 lowercase"),
     ("dtype", "float16", "attribute dtype is 'float16'; expected float32 or float64"),
     ("created", "yesterday", "attribute created is 'yesterday'; expected an ISO 8601 date"),
     (

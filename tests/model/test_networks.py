@@ -67,6 +67,55 @@ SPECS = {
         "dropout": 0.0,
         "input_shape": [1, 12, 12],
     },
+    # chapter 8's nets (tests/model/test_blocks.py checks their blocks one by one)
+    "vgg": {
+        "name": "vgg",
+        "filters": [2, 3],
+        "hidden": 5,
+        "dropout": 0.0,
+        "input_shape": [1, 8, 8],
+    },
+    "vgg_no_bn_decay": {  # conv - relu - pool fused
+        "name": "vgg",
+        "filters": [2, 3],
+        "convs": 1,
+        "hidden": 5,
+        "batchnorm": False,
+        "weight_decay": 0.01,
+        "dropout": 0.0,
+        "input_shape": [1, 8, 8],
+    },
+    "googlenet": {
+        "name": "googlenet",
+        "stem": 3,
+        "inception": [[2, 2, 3, 1, 2, 2], [2, 1, 2, 1, 2, 1]],
+        "pool_after": [1],
+        "dropout": 0.0,
+        "input_shape": [1, 8, 8],
+    },
+    "googlenet_double_3x3_bn": {
+        "name": "googlenet",
+        "stem": 3,
+        "inception": [[2, 2, 3, 1, 2, 2]],
+        "pool_after": [],
+        "double_3x3": True,
+        "batchnorm": True,
+        "dropout": 0.0,
+        "input_shape": [1, 8, 8],
+    },
+    "resnet": {
+        "name": "resnet",
+        "channels": [2, 3, 4],
+        "blocks": [1, 2, 1],
+        "input_shape": [1, 8, 8],
+    },
+    "resnet_no_bn": {
+        "name": "resnet",
+        "channels": [2, 3],
+        "blocks": [2, 1],
+        "batchnorm": False,
+        "input_shape": [1, 8, 8],
+    },
 }
 
 
@@ -153,8 +202,8 @@ def test_unknown_spec_key_names_the_valid_ones():
         r"model.hidden\?",
     ):
         build({"name": "mlp", "hiden": [10]})
-    with pytest.raises(ValueError, match="model.name: got 'resnet'; expected one of mlp"):
-        build({"name": "resnet"})
+    with pytest.raises(ValueError, match="model.name: got 'alexnet'; expected one of mlp"):
+        build({"name": "alexnet"})
 
 
 @pytest.mark.parametrize("name", ["mlp", "simple_cnn", "deep_cnn"])
@@ -311,12 +360,16 @@ def test_batchnorm_keeps_pool_and_relu_apart_and_pools_before_the_relu():
     assert not plan[1][2]["pool"] and not plan[1][2]["relu"]
 
 
-@pytest.mark.parametrize("name", ["mlp", "simple_cnn", "deep_cnn"])
+@pytest.mark.parametrize("name", ["mlp", "simple_cnn", "deep_cnn", "vgg", "googlenet", "resnet"])
 @pytest.mark.parametrize("fuse", [True, False])
 def test_only_the_first_layer_skips_its_input_gradient(name, fuse):
+    from mpinet.model.blocks import leaves
+
     net = build({"name": name}, fuse=fuse)
     skipping = [n for n, layer in net.layers.items() if getattr(layer, "need_dx", True) is False]
     assert skipping == ["affine1" if name == "mlp" else "conv1"]
+    inside = [layer for layer in leaves(net.layers) if getattr(layer, "need_dx", True) is False]
+    assert inside == [net.layers[skipping[0]]]  # no layer inside a block skips it
 
 
 def test_model_names_input_layout_and_the_books_class_names():
@@ -329,8 +382,9 @@ def test_model_names_input_layout_and_the_books_class_names():
     )
     from mpinet.model.builders import PLANS
 
-    assert MODEL_NAMES == ("mlp", "simple_cnn", "deep_cnn") == tuple(PLANS)
-    layouts = {"mlp": "flat", "simple_cnn": "image", "deep_cnn": "image"}
+    assert tuple(PLANS) == MODEL_NAMES
+    assert MODEL_NAMES == ("mlp", "simple_cnn", "deep_cnn", "vgg", "googlenet", "resnet")
+    layouts = {name: "image" for name in MODEL_NAMES} | {"mlp": "flat"}
     for name in MODEL_NAMES:
         assert input_layout({"name": name}) == input_layout(name) == layouts[name]
         assert build(name).input_layout == layouts[name]

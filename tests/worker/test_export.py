@@ -37,7 +37,23 @@ VARIANTS = {
         ],
     ],
     "deep_cnn": [["model.filters=[4, 4, 6, 6, 8, 8]", "model.hidden=16"]],
+    # chapter 8: blocks (Add, Concat), GlobalAveragePool, MaxPool with pads; BatchNorm is
+    # their default, so the smaller variants leave it out (and fuse conv - relu - pool).
+    "vgg": [[], ["model.filters=[4, 6]", "model.convs=1", "model.batchnorm=false"]],
+    "googlenet": [
+        [],
+        [
+            "model.stem=6",
+            "model.inception=[[4, 4, 6, 2, 4, 4], [4, 4, 4, 2, 4, 2]]",
+            "model.pool_after=[1, 2]",
+            "model.double_3x3=true",
+            "model.batchnorm=false",
+        ],
+    ],
+    "resnet": [[], ["model.channels=[4, 8]", "model.blocks=[2, 1]", "model.batchnorm=false"]],
 }
+CHAPTER8_OPS = {"vgg": set(), "googlenet": {"Concat", "GlobalAveragePool"}}
+CHAPTER8_OPS["resnet"] = {"Add", "GlobalAveragePool"}
 CASES = [(name, settings) for name in sorted(PLANS) for settings in VARIANTS.get(name, [[]])]
 
 
@@ -78,9 +94,11 @@ def test_every_network_exports_to_onnx_with_the_same_scores(mnist_h5, tmp_path, 
     model = onnx.load(out)
     onnx.checker.check_model(model)
     ops = {node.op_type for node in model.graph.node}
-    assert "Dropout" not in ops and ("BatchNormalization" in ops) == any(
-        "batchnorm" in s for s in settings
-    )
+    assert "Dropout" not in ops and ("BatchNormalization" in ops) == net.spec["batchnorm"]
+    assert CHAPTER8_OPS.get(name, set()) <= ops
+    if name == "googlenet":  # the pool branch: 3x3, stride 1, padded by 1
+        pools = [n for n in model.graph.node if n.op_type == "MaxPool"]
+        assert any(a.name == "pads" and list(a.ints) == [1] * 4 for n in pools for a in n.attribute)
     with h5py.File(mnist_h5, "r") as f:
         pixels = f["test/images"][:200].astype(np.float32) / 255  # what a user feeds ONNX
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -218,3 +236,26 @@ def test_safetensors_hold_the_weights_by_name_in_the_books_shapes(checkpoint, tm
     with safe_open(str(out), "np") as f:
         meta = f.metadata()
     assert json.loads(meta["model_spec"]) == ckpt.spec and meta["dataset"] == "mnist"
+
+
+def test_safetensors_of_a_residual_net_name_the_blocks_layers(mnist_h5, tmp_path):
+    from safetensors.numpy import load_file
+
+    ckpt, net, _ = trained_checkpoint(
+        mnist_h5,
+        tmp_path / "ckpt-00000003.h5",
+        "resnet",
+        ["model.channels=[4, 8]", "model.blocks=[1, 1]"],
+    )
+    out = tmp_path / "resnet.safetensors"
+    job = run_job(
+        [*mpinet_command(), "export", str(ckpt), "--format", "safetensors", "--out", str(out)],
+        timeout=60,
+    )
+    assert job.returncode == 0, job.output
+    tensors = load_file(str(out))
+    assert sorted(tensors) == sorted([*net.params, *net.state.params])
+    assert tensors["block2.proj.W"].shape == (8, 4, 1, 1)  # the 1x1 projection, OIHW
+    assert np.array_equal(
+        tensors["block2.bn_proj.running_var"], net.state.params["block2.bn_proj.running_var"]
+    )

@@ -142,3 +142,22 @@ def test_stopped_and_resumed_in_process_equals_straight(mnist_h5, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "b" / "history.jsonl").open()]
     reference = [json.loads(line) for line in (tmp_path / "a" / "history.jsonl").open()]
     assert [r["test_loss"] for r in rows] == [r["test_loss"] for r in reference]
+
+
+def test_after_a_ctrl_c_a_second_one_still_stops_at_once():
+    """The run stops for the first Ctrl-C; while it finishes, the second must still raise
+    KeyboardInterrupt (the one-line "stopped at once", exit 130), not a default handler."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    preemption = Preemption()
+    preemption.flags[2] = 1  # the first Ctrl-C arrived
+    preemption.close()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    quiet = Preemption()
+    quiet.close()  # no signal: every handler as it was
+    assert signal.getsignal(signal.SIGINT) is before
