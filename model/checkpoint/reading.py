@@ -16,6 +16,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mpinet.data.messages import one_line
+
 from ..builders import build
 from ..optimizers import create
 from ..weights16 import STORED, from_stored
@@ -66,14 +68,14 @@ def read_file(path):
         f = h5py.File(path, "r", locking=False)
     except OSError as e:
         raise CheckpointError(
-            f"{where}: not a readable HDF5 file ({first_line(e)}); expected "
+            f"{where}: not a readable HDF5 file ({one_line(e)}); expected "
             f"a checkpoint; it is truncated or damaged, use another"
         ) from None
     try:
         with f:
             return _read_open(f, where, path)
     except (OSError, KeyError, TypeError) as e:  # h5py's errors when a damaged part is read
-        raise CheckpointError(f"{where}: unreadable ({first_line(e)}); {CORRUPT}") from None
+        raise CheckpointError(f"{where}: unreadable ({one_line(e)}); {CORRUPT}") from None
 
 
 def _read_open(f, where, path):
@@ -163,7 +165,7 @@ def _build(attrs, where):
     except (ValueError, TypeError) as e:
         raise CheckpointError(
             f"{where}: attribute model_spec is not a spec this mpinet builds "
-            f"({first_line(e)}); expected one of its model specs; use a "
+            f"({one_line(e)}); expected one of its model specs; use a "
             f"matching mpinet version"
         ) from None
     return spec, dtype, net
@@ -237,7 +239,7 @@ def _check_optimizer_attributes(group, where):
         create(name, **hyper)  # its own range checks (lr > 0, momentum in [0, 1), ...)
     except ValueError as e:
         raise CheckpointError(
-            f"{where}: /optimizer hyper-parameters refused ({first_line(e)}); "
+            f"{where}: /optimizer hyper-parameters refused ({one_line(e)}); "
             f"expected values {name} accepts; {CORRUPT}"
         ) from None
 
@@ -269,10 +271,6 @@ def _read_optimizer(f, size, dtype, where):
         else:
             state[key] = _read_array(group, key, (size,), dtype, f"{where}: /optimizer/{key}")
     return state
-
-
-def first_line(e):
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def node_kind(node):
