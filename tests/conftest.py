@@ -1,5 +1,6 @@
 """Fixtures shared by every test folder; plain helpers live in support.py."""
 
+import logging
 import os
 
 import numpy as np
@@ -53,3 +54,14 @@ def pytest_report_header(config):
     ]
     chosen = os.environ.get("OPENBLAS_CORETYPE", "unset")
     return f"BLAS: {', '.join(blas) or 'none found'} (OPENBLAS_CORETYPE={chosen})"
+
+
+@pytest.fixture(autouse=True)
+def keep_logging():
+    """In-process commands (and the examples that run them) set up the `mpinet` logger with a
+    handler on this test's captured stderr; put it back afterwards (every test, in every
+    folder: a later test's server threads would log to a closed stream)."""
+    logger = logging.getLogger("mpinet")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]

@@ -382,6 +382,9 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback(mnist_h5, tmp_path):
         while not (run_dir / "steps.jsonl").read_text():  # the first step is done
             assert proc.poll() is None
             time.sleep(0.05)
+        # ... and its bookkeeping (the steps.jsonl line is fsynced before the signal check):
+        # both signals must land inside the second step
+        time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)

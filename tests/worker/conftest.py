@@ -1,8 +1,6 @@
 """Checkpoints the inference tests share: small MLPs trained in-process on the real MNIST and
 Fashion-MNIST, saved the way the training loop saves them (meta with the resolved config)."""
 
-import logging
-
 import h5py
 import pytest
 
@@ -60,14 +58,3 @@ def test_digits(mnist_h5):
     """The first 12 MNIST test images (uint8) and their labels."""
     with h5py.File(mnist_h5, "r") as f:
         return f["test/images"][:12], f["test/labels"][:12]
-
-
-@pytest.fixture(autouse=True)
-def keep_logging():
-    """In-process commands set up the `mpinet` logger with a handler on this test's captured
-    stderr; put it back afterwards (every test: a later test's server threads would log to a
-    closed stream)."""
-    logger = logging.getLogger("mpinet")
-    saved = logger.handlers[:], logger.propagate, logger.level
-    yield
-    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
