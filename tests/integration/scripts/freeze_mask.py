@@ -1,7 +1,7 @@
 """Every rank builds the frozen mask of train.freeze; rank 1 freezes one layer more when told.
 
-freeze_mask.py same|differ  ->  "rank r: N values frozen" per rank, or the mask check's one
-line and exit 2 on every rank (never a hang, never an MPI Abort).
+freeze_mask.py same|differ  ->  "rank r: N values frozen" for every rank (rank 0 prints them),
+or the mask check's one line and exit 2 on every rank (never a hang, never an MPI Abort).
 """
 
 import sys
@@ -19,4 +19,6 @@ with abort_on_error(comm):
     cfg = load_config(None, ["model.name='mlp'", "model.hidden=[16, 8]", f"train.freeze={freeze}"])
     net = build({"name": "mlp", "hidden": [16, 8]}, seed=0)
     frozen = Frozen(cfg, comm, net)
-    print(f"rank {comm.rank}: {frozen.size} values frozen", flush=True)
+    sizes = comm.gather_object(frozen.size, root=0)  # one writer: ranks' lines never interleave
+    if comm.is_root:
+        print("\n".join(f"rank {r}: {size} values frozen" for r, size in enumerate(sizes)))
