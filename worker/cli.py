@@ -47,6 +47,7 @@ SUBCOMMANDS = {
     "report": "mpinet.worker.report",
     "export": "mpinet.worker.export",
     "search": "mpinet.worker.search",
+    "scale": "mpinet.worker.scale",
 }
 
 
