@@ -59,6 +59,17 @@ def leaves(layers):
             yield layer
 
 
+def named_leaves(layers, prefix=""):
+    """(full name, layer) of every layer of a {name: layer} sequence but the blocks, depth
+    first, named as their parameters are (block2.bn1): how train.freeze finds a BatchNorm."""
+    for name, layer in layers.items():
+        if hasattr(layer, "parts"):
+            for part in layer.parts:
+                yield from named_leaves(part, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", layer
+
+
 class ResidualBlock:
     """out = body(x) + shortcut(x): ResNet's block (He et al. 2016), the ReLU after it apart.
 

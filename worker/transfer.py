@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mpinet.cluster import assert_same, fail_together, on_root
 from mpinet.data.sources import sha256_of
+from mpinet.model.blocks import named_leaves
 from mpinet.model.checkpoint import read
 from mpinet.model.layers import BatchNormalization
 
@@ -72,16 +73,16 @@ class Frozen:
 
     def _freeze_batchnorm(self, net):
         """Mark the BatchNorm layers whose gamma and beta are frozen -> their state names."""
-        kept = []
+        kept, layers = [], dict(named_leaves(net.layers))  # block2.bn1 inside block2 too
         for stat in net.state.params:
             name = stat.rsplit(".", 1)[0]
             if not stat.endswith(".running_mean") or f"{name}.gamma" not in self.names:
                 continue
-            layer = net.layers.get(name)
+            layer = layers.get(name)
             if not isinstance(layer, BatchNormalization) or f"{name}.beta" not in self.names:
                 raise ValueError(
                     f"config key train.freeze: freezes part of BatchNorm {name}; expected "
-                    f"a prefix naming a whole top-level BatchNorm layer ({name})"
+                    f"a prefix naming the whole layer ({name})"
                 )
             layer.frozen = True  # training normalises with the running statistics
             kept += [f"{name}.running_mean", f"{name}.running_var"]

@@ -217,3 +217,75 @@ def test_train_limit_trains_on_the_same_subset_for_world_size_1_and_2(
         assert steps == "10", job.stderr  # 1000 samples, batch 100
         assert json.loads((run_dir / "summary.json").read_text())["steps"] == 2
     assert said[0] == said[1] and said[0].startswith("1000 class-balanced samples"), said
+
+
+RESNET = [
+    "model.name='resnet'",
+    "model.channels=[4, 8, 8]",
+    "train.batch_size=32",
+    "train.plots=false",
+]
+
+
+@pytest.mark.mpi
+def test_freezing_a_residual_block_keeps_its_batchnorm_inside_bitwise(tmp_path, mnist_h5, launcher):
+    """train.freeze names a block: its convolutions and the BatchNorm layers inside it
+    (block1.bn_conv1, ...) get no update and keep their running statistics, on 2 ranks."""
+    src = tmp_path / "src"
+    job = mpinet(
+        tmp_path,
+        "train",
+        "--data",
+        mnist_h5,
+        "--run-dir",
+        src,
+        sets=[*RESNET, "train.max_steps=6"],
+    )
+    assert job.returncode == 0, job.output
+    frozen = [
+        "train.freeze=['conv1', 'bn_conv1', 'block1']",
+        "train.max_steps=8",
+        "train.eval_every=0",
+    ]
+    new = tmp_path / "new"
+    job = mpinet(
+        tmp_path,
+        "train",
+        "--data",
+        mnist_h5,
+        "--run-dir",
+        new,
+        "--init-from",
+        src,
+        n=2,
+        launcher=launcher,
+        sets=[*RESNET, *frozen],
+    )
+    assert job.returncode == 0, job.output
+    _, before, _ = arrays(latest(src))
+    _, after, _ = arrays(latest(new))
+    kept = [name for name in before if name.split(".")[0] in ("conv1", "bn_conv1", "block1")]
+    assert "block1.bn_conv2.running_var" in kept and "block1.conv2.W" in kept
+    for name in kept:  # parameters and running statistics, through the final evaluation's mean
+        assert after[name].tobytes() == before[name].tobytes(), name
+    for name in ["block2.conv1.W", "block2.bn_conv1.gamma", "block2.bn_conv1.running_mean"]:
+        assert not np.array_equal(after[name], before[name]), name
+
+
+def test_freezing_part_of_a_batchnorm_inside_a_block_is_one_line(tmp_path, mnist_h5):
+    job = mpinet(
+        tmp_path,
+        "train",
+        "--data",
+        mnist_h5,
+        "--run-dir",
+        tmp_path / "r",
+        sets=[*RESNET, "train.freeze=['block1.bn_conv1.gamma']", "train.max_steps=1"],
+    )
+    assert job.returncode == 2, job.output
+    (line,) = error_lines(job.stderr)
+    assert (
+        "config key train.freeze: freezes part of BatchNorm block1.bn_conv1; expected a "
+        "prefix naming the whole layer (block1.bn_conv1)" in line
+    )
+    assert "Traceback" not in job.stderr and not (tmp_path / "r").exists()
