@@ -187,30 +187,31 @@ class BatchNormalization:
 
     def forward(self, x, train=True):
         self.input_shape = x.shape
-        x2 = x.reshape(-1, self.gamma.shape[0])
+        x2, tile = rows(x, self.gamma.shape[0])
         if not train or self.frozen:
             std = np.sqrt(self.running_var + self.eps)
-            xn = (x2 - self.running_mean) / std
+            xn = (x2 - tile(self.running_mean)) / tile(std)
             if train:  # frozen: backward treats the running statistics as constants
                 self.xn, self.std = xn, std
-            return (self.gamma * xn + self.beta).reshape(x.shape)
-        mu, var, self.n = self._batch_stats(x2)
-        self.xc = x2 - mu
+            return (tile(self.gamma) * xn + tile(self.beta)).reshape(x.shape)
+        mu, var, self.n = self._batch_stats(x2, tile)
+        self.xc = x2 - tile(mu)
         self.std = np.sqrt(var + self.eps)
-        self.xn = self.xc / self.std
+        self.xn = self.xc / tile(self.std)
         m = self.momentum
         self.running_mean[...] = m * self.running_mean + (1 - m) * mu
         self.running_var[...] = m * self.running_var + (1 - m) * var
-        return (self.gamma * self.xn + self.beta).reshape(x.shape)
+        return (tile(self.gamma) * self.xn + tile(self.beta)).reshape(x.shape)
 
-    def _batch_stats(self, x2):
+    def _batch_stats(self, x2, tile):
+        d, n = self.gamma.shape[0], x2.size // self.gamma.shape[0]
         if self.allreduce is None:
-            mu = x2.mean(axis=0)
-            return mu, ((x2 - mu) ** 2).mean(axis=0), x2.shape[0]
-        d = x2.shape[1]
+            mu = per_channel_sum(x2, d) / x2.dtype.type(n)
+            return mu, per_channel_sum((x2 - tile(mu)) ** 2, d) / x2.dtype.type(n), n
         stats = np.empty(2 * d + 1)
-        stats[:d], stats[d : 2 * d] = x2.sum(axis=0), (x2.astype(np.float64) ** 2).sum(axis=0)
-        stats[-1] = x2.shape[0]
+        stats[:d] = per_channel_sum(x2, d)
+        stats[d : 2 * d] = per_channel_sum(x2.astype(np.float64) ** 2, d)
+        stats[-1] = n
         self.allreduce(stats)
         n = stats[-1]
         mu = stats[:d] / n
@@ -218,21 +219,37 @@ class BatchNormalization:
         return mu.astype(x2.dtype), var.astype(x2.dtype), n
 
     def backward(self, dout):
-        dout = dout.reshape(-1, self.gamma.shape[0])
-        self.dbeta[...] = dout.sum(axis=0)
-        self.dgamma[...] = (self.xn * dout).sum(axis=0)
-        dxn = self.gamma * dout
+        d = self.gamma.shape[0]
+        dout, tile = rows(dout, d)
+        self.dbeta[...] = per_channel_sum(dout, d)
+        self.dgamma[...] = per_channel_sum(self.xn * dout, d)
+        dxn = tile(self.gamma) * dout
         if self.frozen:
-            return (dxn / self.std).reshape(self.input_shape)
-        sums = np.concatenate([dxn.sum(axis=0), (dxn * self.xn).sum(axis=0)])
+            return (dxn / tile(self.std)).reshape(self.input_shape)
+        sums = np.concatenate([per_channel_sum(dxn, d), per_channel_sum(dxn * self.xn, d)])
         if self.allreduce is not None:
             sums = sums.astype(np.float64)
             self.allreduce(sums)
-        d = self.gamma.shape[0]
         mean_dxn = (sums[:d] / self.n).astype(dout.dtype)
         mean_dxn_xn = (sums[d:] / self.n).astype(dout.dtype)
-        dx = (dxn - mean_dxn - self.xn * mean_dxn_xn) / self.std
+        dx = (dxn - tile(mean_dxn) - self.xn * tile(mean_dxn_xn)) / tile(self.std)
         return dx.reshape(self.input_shape)
+
+
+def rows(x, d):
+    """x (..., d) as one row per sample, (N, H*W*d) for NHWC maps, and tile(v): a
+    per-channel vector v repeated along such a row. Per-channel arithmetic over (N*H*W, d)
+    runs numpy's inner loop over d = 4..64 values at a time, mostly loop overhead; over
+    whole rows it runs at memory speed, with the same result for every element."""
+    x2 = x.reshape(x.shape[0], -1)
+    reps = x2.shape[1] // d
+    return x2, (lambda v: np.tile(v, reps)) if reps > 1 else (lambda v: v)
+
+
+def per_channel_sum(x2, d):
+    """The sum over samples and positions of rows(x)'s layout -> one value per channel."""
+    total = x2.sum(axis=0)
+    return total.reshape(-1, d).sum(axis=0) if total.size > d else total
 
 
 class ToNHWC:
