@@ -9,6 +9,8 @@
     abort     abort_on_error: an error on one rank never leaves the others hanging
     watchdog  a collective that does not complete in time ends the job, loudly
     stats     what the collectives cost (for the metrics)
+    wire      Wire: the gradient's mean over the ranks, float32 as it is or 16-bit values
+    alphabeta the alpha-beta cost of MPICH's allreduce (what `mpinet scale` predicts with)
 
 The only package that imports mpi4py, and only inside `world()` and `Comm`.
 """

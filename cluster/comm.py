@@ -112,6 +112,14 @@ class Comm:
         """
         self._run("broadcast_", buf.nbytes, self.mpi.Ibcast, buf, root)
 
+    def alltoall_(self, send, recv):
+        """Block j of `send` to rank j; block r of `recv` <- rank r's (world_size equal blocks)."""
+        self._run("alltoall_", send.nbytes, self.mpi.Ialltoall, send, recv)
+
+    def allgather_(self, buf):
+        """Block r of `buf` <- block r of rank r's `buf`, on every rank (in place, as above)."""
+        self._run("allgather_", buf.nbytes, self.mpi.Iallgather, self._MPI.IN_PLACE, buf)
+
     def barrier(self):
         """Return once every rank has called barrier()."""
         self._run("barrier", 0, self.mpi.Ibarrier)

@@ -40,10 +40,11 @@ class CommStats:
 
     @property
     def allreduce_bytes(self):
-        """Bytes of every buffer passed to allreduce_sum_ and allreduce_mean_."""
+        """Bytes of every buffer passed to allreduce_sum_ and allreduce_mean_, and to the
+        16-bit wire's alltoall_ and allgather_ (cluster/wire.py), which stand in for one."""
         return sum(
             self.by_name[name].nbytes
-            for name in ("allreduce_sum_", "allreduce_mean_")
+            for name in ("allreduce_sum_", "allreduce_mean_", "alltoall_", "allgather_")
             if name in self.by_name
         )
 

@@ -237,10 +237,8 @@ class BatchNormalization:
 
 
 def rows(x, d):
-    """x (..., d) as one row per sample, (N, H*W*d) for NHWC maps, and tile(v): a
-    per-channel vector v repeated along such a row. Per-channel arithmetic over (N*H*W, d)
-    runs numpy's inner loop over d = 4..64 values at a time, mostly loop overhead; over
-    whole rows it runs at memory speed, with the same result for every element."""
+    """x (..., d) as one row per sample ((N, H*W*d) for NHWC maps), and tile(v): a channel
+    vector repeated along a row. Over (N*H*W, d) numpy's inner loop ran d = 4..64 values."""
     x2 = x.reshape(x.shape[0], -1)
     reps = x2.shape[1] // d
     return x2, (lambda v: np.tile(v, reps)) if reps > 1 else (lambda v: v)

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+from mpinet.cluster.wire import WIRE_DTYPES
 from mpinet.data.atomic import replace_text
 from mpinet.data.batches import DTYPES, NORMALIZE, ORDERS
 from mpinet.data.sources import DATASETS
@@ -64,6 +65,7 @@ CHOICES = {
     "model.dtype": DTYPES,
     "optim.name": tuple(OPTIMIZERS),
     "optim.schedule": SCHEDULES,
+    "train.allreduce_dtype": tuple(WIRE_DTYPES),
 }
 # model.name is checked by model_spec() in _validate, whose message lists the models itself.
 CHECKED_BY_SPEC = ("model.name",)

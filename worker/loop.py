@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpinet.cluster import AllRanksError, assert_same_params
+from mpinet.cluster.wire import Wire
 
 from .evaluate import tally
 from .profile import Profile
@@ -40,6 +41,7 @@ def train(cfg, comm, run_dir, ckpt=None):
     profile = Profile(cfg, comm, run, run_dir, PHASES)  # --profile START:COUNT; writes nothing
     begin(run, run_dir)  # the start is accepted: from here on, the run directory is written
     net, optimizer, grad_sum, stop = run.net, run.optimizer, GradSum(run), None
+    wire = Wire(comm, cfg.train.allreduce_dtype)  # dist: float32 as it is, or 16-bit values
     for step in range(run.step, run.schedule.total_steps):
         comm.step = step  # dist: named by the stall watchdog's message
         laps = Laps() if step not in profile.steps else profile.laps(step)  # --profile: spans
@@ -52,7 +54,7 @@ def train(cfg, comm, run_dir, ckpt=None):
             run.sums.add(loss, net, t)
             grad_sum.add(net.buffer.grad)  # backward overwrites grad; no-op if accumulate=1
         grad_sum.mean_into(net.buffer.grad)
-        comm.allreduce_mean_(net.buffer.grad)  # dist: ONE message for every gradient
+        wire.allreduce_mean_(net.buffer.grad)  # dist: ONE mean for every gradient
         laps.lap("allreduce")
         clip_grad_norm(net.buffer.grad, cfg.optim.clip_norm, step)
         laps.lap("optimizer", row="clip")  # the metrics count it in "optimizer"; a trace apart
