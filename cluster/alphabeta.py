@@ -76,6 +76,39 @@ def allreduce_seconds(n, nbytes, link, gamma, values=None):
     return seconds, "Rabenseifner"
 
 
+def wire16_seconds(n, values, link, gamma, cast_seconds):
+    """Seconds of the 16-bit wire's mean (cluster/wire.py) of `values` values over n ranks
+    -> (seconds, algorithm name): the casts, an alltoall of 2-byte chunks (pairwise: n - 1
+    rounds of m/n bytes), the owner's float32 sum, and an allgather of the mean chunks
+    (recursive doubling for a power of two under 512 KiB, a ring otherwise; both move
+    (n-1)/n * m bytes)."""
+    if n == 1:
+        return cast_seconds, "none"
+    alpha, beta = link["latency_seconds"], 8.0 / link["bits_per_second"]
+    m = 2 * values
+    share = (n - 1) / n * m
+    alltoall = (n - 1) * alpha + share * beta
+    ring = bool(n & (n - 1)) or m >= 512 * 1024  # not a power of two, or large
+    allgather = ((n - 1) if ring else math.log2(n)) * alpha + share * beta
+    reduce = (n - 1) / n * 4 * values / gamma
+    algorithm = "alltoall + " + ("ring" if ring else "recursive doubling") + " allgather"
+    return cast_seconds + alltoall + reduce + allgather, algorithm
+
+
+def cast_seconds(values, dtype, repeats=10):
+    """This machine's seconds to round `values` float32 values to `dtype` and back (the
+    16-bit wire's casts): median of `repeats`."""
+    grad = np.ones(max(values, 1), np.float32)
+    wire = np.empty(grad.size, dtype)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        wire[...] = grad
+        grad[...] = wire
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def reduce_rate(values, repeats=20):
     """This machine's bytes per second of an in-place float32 sum of `values` values (what
     the MPI library's reduction does to each received piece): median of `repeats`."""

@@ -28,7 +28,15 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from mpinet.cluster.alphabeta import LINKS, allreduce_seconds, parse_link, reduce_rate
+from mpinet.cluster.alphabeta import (
+    LINKS,
+    allreduce_seconds,
+    cast_seconds,
+    parse_link,
+    reduce_rate,
+    wire16_seconds,
+)
+from mpinet.cluster.wire import WIRE_DTYPES
 
 from .cli import print_out
 
@@ -37,7 +45,6 @@ DEFAULT_RANKS = "2,4,8,16,32,64,128,256,512,1024"
 PER_SAMPLE = ("data", "forward", "backward")  # rows of the trace that grow with the batch
 ALLREDUCE = ("allreduce wait", "allreduce transfer")
 FLAGS_BYTES = 8  # the pre-emption flags' allreduce of every step
-WIRE_BYTES = {"bfloat16": 2, "float16": 2}  # train.allreduce_dtype; otherwise the buffer's
 
 
 def add_arguments(parser):
@@ -54,6 +61,11 @@ def add_arguments(parser):
         metavar="NAME|RATE,LATENCY",
         help=f"{', '.join(LINKS)}, or e.g. 25gbit,5us (repeatable; default 10gbe and 1gbe)",
     )
+    parser.add_argument(
+        "--wire",
+        choices=tuple(WIRE_DTYPES),
+        help="the gradient's wire to predict with (train.allreduce_dtype; default: the run's)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -61,8 +73,9 @@ def run(args):
     ranks = parse_ranks(args.ranks)
     links = [parse_link(text) for text in (args.link or ["10gbe", "1gbe"])]
     measured = read_run(Path(args.run_dir))
-    gamma = reduce_rate(measured["grad_values"])
-    tables = [predict(measured, link, ranks, gamma) for link in links]
+    wire = args.wire or measured["wire"]
+    costs = machine_costs(measured["grad_values"], wire)
+    tables = [predict(measured, link, ranks, wire, costs) for link in links]
     print_out(
         json.dumps({"run": measured, "tables": tables}, indent=2)
         if args.json
@@ -161,15 +174,25 @@ def net_of(config_path, world_size):
 
     cfg = load_config(base=(config_path.read_text(), str(config_path)))
     values, _ = cost(model_spec(cfg))
-    wire = getattr(cfg.train, "allreduce_dtype", "float32")
-    itemsize = WIRE_BYTES.get(wire, np.dtype(cfg.model.dtype).itemsize)
+    wire = cfg.train.allreduce_dtype
+    itemsize = 2 if WIRE_DTYPES[wire] is not None else np.dtype(cfg.model.dtype).itemsize
     return {
         "model": cfg.model.name,
         "grad_values": values,
+        "itemsize": np.dtype(cfg.model.dtype).itemsize,
         "grad_bytes": values * itemsize,
-        "wire": wire if wire in WIRE_BYTES else cfg.model.dtype,
+        "wire": wire,
         "batch_size": cfg.train.batch_size,
         "per_rank_batch": cfg.train.batch_size / world_size,
+    }
+
+
+def machine_costs(values, wire):
+    """What this machine's reduction (bytes/s) and 16-bit casts (seconds) cost, measured now."""
+    dtype = WIRE_DTYPES.get(wire)
+    return {
+        "reduce_bytes_per_second": reduce_rate(values),
+        "cast_seconds": cast_seconds(values, dtype) if dtype is not None else 0.0,
     }
 
 
@@ -179,21 +202,31 @@ def compute_seconds(measured, per_rank_batch):
     return measured["per_sample_seconds"] * scale + measured["fixed_seconds"]
 
 
-def predict(measured, link, ranks, gamma):
+def predict(measured, link, ranks, wire, costs):
     """The rows of one link's table: weak and strong scaling per world size."""
     rows = []
     for n in ranks:
-        rows.append(row(measured, link, n, "weak", measured["per_rank_batch"], gamma))
+        rows.append(row(measured, link, n, "weak", measured["per_rank_batch"], wire, costs))
         if measured["batch_size"] >= n:  # strong: at least one sample per rank
-            rows.append(row(measured, link, n, "strong", measured["batch_size"] / n, gamma))
-    return {"link": link, "reduce_bytes_per_second": gamma, "rows": rows}
+            b = measured["batch_size"] / n
+            rows.append(row(measured, link, n, "strong", b, wire, costs))
+    return {"link": link, "wire": wire, **costs, "rows": rows}
 
 
-def row(measured, link, n, mode, b, gamma):
+def gradient_mean(measured, n, link, wire, costs):
+    """Seconds of the step's gradient mean on n ranks -> (seconds, algorithm)."""
+    gamma = costs["reduce_bytes_per_second"]
+    if WIRE_DTYPES.get(wire) is not None:  # bfloat16, float16: cluster/wire.py
+        return wire16_seconds(n, measured["grad_values"], link, gamma, costs["cast_seconds"])
+    nbytes = measured["grad_values"] * measured["itemsize"]
+    return allreduce_seconds(n, nbytes, link, gamma, values=measured["grad_values"])
+
+
+def row(measured, link, n, mode, b, wire, costs):
     """One prediction: step time, samples/s and efficiency of n ranks at b samples each."""
     compute = compute_seconds(measured, b)
-    grad, algorithm = allreduce_seconds(n, measured["grad_bytes"], link, gamma)
-    flags, _ = allreduce_seconds(n, FLAGS_BYTES, link, gamma)
+    grad, algorithm = gradient_mean(measured, n, link, wire, costs)
+    flags, _ = allreduce_seconds(n, FLAGS_BYTES, link, costs["reduce_bytes_per_second"])
     step = compute + grad + flags
     alone = compute_seconds(measured, b * n) if mode == "strong" else compute
     hidden = min(grad, measured["backward_seconds"] * b / measured["per_rank_batch"])
@@ -217,7 +250,7 @@ def markdown(measured, tables):
         f"# mpinet scale: {m['run_dir']}",
         "",
         f"{m['model']}: {m['grad_values']:,} gradient values, {m['grad_bytes']:,} bytes on "
-        f"the wire ({m['wire']}); measured on {m['world_size']} rank(s) at "
+        f"the wire (train.allreduce_dtype {m['wire']}); measured on {m['world_size']} rank(s) at "
         f"{m['per_rank_batch']:g} samples per rank, median of {m['profiled_steps']} "
         f"rank-steps: step {m['step_seconds'] * 1e3:.2f} ms = per-sample part "
         f"{m['per_sample_seconds'] * 1e3:.2f} + per-step part {m['fixed_seconds'] * 1e3:.2f} "
@@ -228,7 +261,7 @@ def markdown(measured, tables):
         lines += [
             "",
             f"## {link['name']}: {link['bits_per_second'] / 1e9:g} Gbit/s, "
-            f"{link['latency_seconds'] * 1e6:g} us one way",
+            f"{link['latency_seconds'] * 1e6:g} us one way; wire {table['wire']}",
             "",
             "| ranks | scaling | batch/rank | compute ms | allreduce ms | algorithm "
             "| step ms | samples/s | efficiency | overlap could save |",

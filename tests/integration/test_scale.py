@@ -88,6 +88,24 @@ def test_the_prediction_follows_the_model_and_the_measured_step(profiled):
     )  # weak scaling: the same work per rank
 
 
+def test_the_16_bit_wire_is_predicted_as_cluster_wire_runs_it(profiled):
+    done = scale(profiled, "--ranks", "16", "--link", "8gbit,10us", "--wire", "bfloat16", "--json")
+    assert done.returncode == 0, done.stderr
+    (table,) = json.loads(done.stdout)["tables"]
+    assert table["wire"] == "bfloat16" and table["cast_seconds"] > 0
+    gamma, cast = table["reduce_bytes_per_second"], table["cast_seconds"]
+    m, alpha, beta = 2 * GRAD_VALUES, 10e-6, 1e-9
+    share = 15 / 16 * m
+    alltoall = 15 * alpha + share * beta  # pairwise: 15 rounds of m / 16 bytes
+    allgather = 4 * alpha + share * beta  # recursive doubling: 16 ranks, under 512 KiB
+    reduce = 15 / 16 * 4 * GRAD_VALUES / gamma  # the owner's float32 sum
+    flags = 4 * (alpha + 8 * beta + 8 / gamma)
+    weak = next(r for r in table["rows"] if r["mode"] == "weak")
+    assert weak["algorithm"] == "alltoall + recursive doubling allgather"
+    expected = (cast + alltoall + reduce + allgather + flags) * 1e3
+    assert weak["allreduce_ms"] == pytest.approx(expected, rel=1e-9)
+
+
 def test_the_tables_name_each_link_and_the_models_assumptions(profiled):
     done = scale(profiled, "--ranks", "8,16", "--link", "10gbe", "--link", "wan")
     assert done.returncode == 0, done.stderr
