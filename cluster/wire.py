@@ -43,20 +43,30 @@ class Wire:
     changes), so a step allocates nothing but the float32 sum of this rank's chunk.
     """
 
-    def __init__(self, comm, dtype="float32"):
+    def __init__(self, comm, dtype="float32", overlap=None):
         if dtype not in WIRE_DTYPES:
             valid = ", ".join(repr(name) for name in WIRE_DTYPES)
             raise ValueError(f"allreduce dtype: got {dtype!r}; expected one of {valid}")
         self.comm = comm
         self.name = dtype
         self.dtype = WIRE_DTYPES[dtype]
+        self.overlap = overlap  # train.overlap: an overlap.Overlap (float32 only), or None
         self._send = self._recv = None
+
+    def backward_hook(self, trace):
+        """What the step's backward gets as `spans=`: the --profile recorder (or None), or
+        with train.overlap the Overlap that starts the buckets (and passes spans on)."""
+        return trace if self.overlap is None else self.overlap.hook(trace)
 
     def __repr__(self):
         return f"Wire({self.comm!r}, {self.name!r})"
 
     def allreduce_mean_(self, grad):
         """Replace `grad` (a flat floating-point array) by its mean over the ranks."""
+        if self.overlap is not None:  # backward's hook started, waited and divided
+            if not self.overlap.done:
+                raise RuntimeError("train.overlap: backward ended before its last bucket")
+            return
         if self.dtype is None:
             self.comm.allreduce_mean_(grad)  # today's one message, in place: no copy
             return

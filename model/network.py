@@ -177,6 +177,14 @@ class Network:
             self._add_weight_decay()
             spans.layer("backward", "weight_decay")
 
+    def layer_starts(self):
+        """(name, offset of its first parameter) of every top-level layer holding parameters,
+        in buffer order: where train.overlap may cut the gradient (cluster/overlap.py)."""
+        starts = {}
+        for name, (start, _) in self.buffer.offsets().items():
+            starts.setdefault(name.split(".")[0], start)
+        return list(starts.items())
+
     def _add_weight_decay(self):
         for W, dW in zip(self.decayed, self.decayed_grads, strict=True):
             dW += self.weight_decay * W

@@ -204,6 +204,7 @@ def _validate(config):
             f"(off), 0 (any free port) or a port number up to 65535"
         )
     _check_transfer(flat)
+    _check_overlap(flat)
     try:
         model_spec(config)
         parse_profile(config.train.profile)
@@ -215,6 +216,19 @@ def _validate(config):
             f"'softmax': mpinet train classifies digits (mse is for regression "
             f"with the Python API)"
         )
+
+
+def _check_overlap(flat):
+    """train.overlap sends the float32 gradient of one backward: no 16-bit wire, no
+    accumulated micro-batches (their sum is only complete after the last backward)."""
+    if not flat["train.overlap"]:
+        return
+    for key, plain in (("train.allreduce_dtype", "float32"), ("optim.accumulate", 1)):
+        if flat[key] != plain:
+            raise ValueError(
+                f"config key train.overlap: true with {key} = {flat[key]!r}; expected "
+                f"{key} = {plain!r} with overlap; set one of them back"
+            )
 
 
 def _check_transfer(flat):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpinet.cluster import AllRanksError, assert_same_params
+from mpinet.cluster.overlap import Overlap
 from mpinet.cluster.wire import Wire
 
 from .evaluate import tally
@@ -41,7 +42,7 @@ def train(cfg, comm, run_dir, ckpt=None):
     profile = Profile(cfg, comm, run, run_dir, PHASES)  # --profile START:COUNT; writes nothing
     begin(run, run_dir)  # the start is accepted: from here on, the run directory is written
     net, optimizer, grad_sum, stop = run.net, run.optimizer, GradSum(run), None
-    wire = Wire(comm, cfg.train.allreduce_dtype)  # dist: float32 as it is, or 16-bit values
+    wire = make_wire(cfg, comm, net)  # dist: float32 as it is, 16-bit values, or overlapped
     for step in range(run.step, run.schedule.total_steps):
         comm.step = step  # dist: named by the stall watchdog's message
         laps = Laps() if step not in profile.steps else profile.laps(step)  # --profile: spans
@@ -49,7 +50,7 @@ def train(cfg, comm, run_dir, ckpt=None):
             laps.lap("data")
             loss = net.loss(x, t, spans=laps.trace)  # spans: per layer, when profiled
             laps.lap("forward")
-            net.backward(spans=laps.trace)
+            net.backward(spans=wire.backward_hook(laps.trace))  # train.overlap: buckets start
             laps.lap("backward")
             run.sums.add(loss, net, t)
             grad_sum.add(net.buffer.grad)  # backward overwrites grad; no-op if accumulate=1
@@ -65,6 +66,15 @@ def train(cfg, comm, run_dir, ckpt=None):
         if stop:
             break
     return finish(run, run_dir, stop), net
+
+
+def make_wire(cfg, comm, net):
+    """The gradient's mean: train.allreduce_dtype, and train.overlap's buckets (several
+    ranks only: one rank has nothing to overlap)."""
+    overlap = None
+    if cfg.train.overlap and comm.world_size > 1:
+        overlap = Overlap(comm, net.buffer.grad, net.layer_starts())
+    return Wire(comm, cfg.train.allreduce_dtype, overlap)
 
 
 class Laps:

@@ -87,6 +87,7 @@ class TrainConfig:
     check_every: int = 0  # compare a parameter checksum across ranks every N steps; 0 = off
     collective_timeout: float = 300.0  # seconds a collective may stall before the job aborts
     allreduce_dtype: str = "float32"  # the gradient's wire: float32 (as it is) | bfloat16 | float16
+    overlap: bool = False  # start the gradient's mean in 4 buckets while backward goes on
     profile: str = ""  # "START:COUNT": trace steps START.. (from 0) to RUN_DIR/trace.json; "" = off
     blas_threads: int = 0  # BLAS threads per rank; 0 = cores on this node / ranks on it
     plots: bool = True  # draw loss, accuracy, confusion and misclassified PNGs at the end

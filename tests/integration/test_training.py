@@ -319,3 +319,23 @@ def test_resnet_on_1_and_2_ranks_in_global_order_with_synchronised_batchnorm(
     assert np.array_equal(synced[0], synced[1])  # the replicas stay identical
     assert np.abs(synced[0] - alone).max() / scale < trajectory_tolerance(steps=4)
     assert np.abs(local - alone).max() / scale > 1e-4
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_overlap_trains_what_the_one_allreduce_trains(launcher, mnist_h5, tmp_path, model):
+    """train.overlap: the gradient's mean in buckets started during backward. 2 ranks: each
+    value is a + b either way, so bitwise the same; 4 ranks (oversubscribed): the buckets'
+    sums may group the ranks' values differently, within the -n 1/2/4 tolerance."""
+    settings = SMALL + FLOAT64 + MODELS[model] + OPTIMS["sgd"]
+    plain = train_dump(launcher, 2, tmp_path / "plain", mnist_h5, *settings)
+    overlapped = train_dump(
+        launcher, 2, tmp_path / "ov2", mnist_h5, *settings, "train.overlap=true"
+    )
+    assert overlapped[0].tobytes() == plain[0].tobytes() == overlapped[1].tobytes()
+    alone = train_dump(launcher, 1, tmp_path / "n1", mnist_h5, *settings)[0]
+    four = train_dump(launcher, 4, tmp_path / "ov4", mnist_h5, *settings, "train.overlap=true")
+    for p in four:
+        assert p.tobytes() == four[0].tobytes()  # replicas bitwise identical
+    worst = np.abs(four[0] - alone).max() / np.abs(alone).max()
+    assert worst < TOLERANCE, f"-n 4 with overlap vs -n 1: max relative difference {worst:.3g}"

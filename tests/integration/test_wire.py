@@ -83,3 +83,24 @@ def test_a_16_bit_wire_follows_the_float32_trajectory(tmp_path, mnist_h5, name, 
     assert abs(trial[-1] - reference[-1]) <= tol, (trial[-1], reference[-1], tol)
     test_losses = [json.loads((d / "summary.json").read_text())["final_test_loss"] for d in runs]
     assert abs(test_losses[1] - test_losses[0]) <= tol, (test_losses, tol)
+
+
+@pytest.mark.parametrize(
+    "setting, found",
+    [
+        ("train.allreduce_dtype='bfloat16'", "train.allreduce_dtype = 'bfloat16'"),
+        ("optim.accumulate=2", "optim.accumulate = 2"),
+    ],
+)
+def test_overlap_with_a_16_bit_wire_or_micro_batches_is_one_line(
+    tmp_path, mnist_h5, launcher, setting, found
+):
+    job, run_dir = train(tmp_path, mnist_h5, "train.overlap=true", setting, n=2, launcher=launcher)
+    assert job.returncode == 2, job.output
+    lines = job.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        f"ERROR config key train.overlap: true with {found}; expected "
+        f"{found.split(' = ')[0]} = {'float32' if 'dtype' in found else 1!r} with overlap; "
+        f"set one of them back"
+    ), job.stderr
+    assert "Traceback" not in job.output and not run_dir.exists()
