@@ -66,6 +66,12 @@ def add_arguments(parser):
         choices=tuple(WIRE_DTYPES),
         help="the gradient's wire to predict with (train.allreduce_dtype; default: the run's)",
     )
+    parser.add_argument(
+        "--batch",
+        type=positive,
+        metavar="N",
+        help="samples per rank for the weak-scaling rows (default: the run's)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -75,13 +81,21 @@ def run(args):
     measured = read_run(Path(args.run_dir))
     wire = args.wire or measured["wire"]
     costs = machine_costs(measured["grad_values"], wire)
-    tables = [predict(measured, link, ranks, wire, costs) for link in links]
+    tables = [predict(measured, link, ranks, wire, costs, args.batch) for link in links]
     print_out(
         json.dumps({"run": measured, "tables": tables}, indent=2)
         if args.json
         else markdown(measured, tables)
     )
     return 0
+
+
+def positive(text):
+    """--batch N: a whole number >= 1 (argparse turns the ValueError into its one line)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
 
 
 def parse_ranks(text):
@@ -202,11 +216,14 @@ def compute_seconds(measured, per_rank_batch):
     return measured["per_sample_seconds"] * scale + measured["fixed_seconds"]
 
 
-def predict(measured, link, ranks, wire, costs):
-    """The rows of one link's table: weak and strong scaling per world size."""
+def predict(measured, link, ranks, wire, costs, batch=None):
+    """The rows of one link's table: weak scaling (`batch` samples per rank, default the
+    run's) and strong scaling (the run's global batch) per world size."""
     rows = []
     for n in ranks:
-        rows.append(row(measured, link, n, "weak", measured["per_rank_batch"], wire, costs))
+        rows.append(
+            row(measured, link, n, "weak", batch or measured["per_rank_batch"], wire, costs)
+        )
         if measured["batch_size"] >= n:  # strong: at least one sample per rank
             b = measured["batch_size"] / n
             rows.append(row(measured, link, n, "strong", b, wire, costs))

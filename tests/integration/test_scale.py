@@ -106,6 +106,18 @@ def test_the_16_bit_wire_is_predicted_as_cluster_wire_runs_it(profiled):
     assert weak["allreduce_ms"] == pytest.approx(expected, rel=1e-9)
 
 
+def test_batch_sets_the_weak_rows_per_rank_batch_and_scales_the_per_sample_part(profiled):
+    done = scale(profiled, "--ranks", "16", "--link", "10gbe", "--batch", "96", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    run, (table,) = out["run"], out["tables"]
+    weak = next(r for r in table["rows"] if r["mode"] == "weak")
+    assert weak["per_rank_batch"] == 96
+    per_sample, fixed = run["per_sample_seconds"] * 1e3, run["fixed_seconds"] * 1e3
+    assert weak["compute_ms"] == pytest.approx(per_sample * 96 / 24 + fixed, rel=1e-12)
+    assert weak["samples_per_second"] == pytest.approx(16 * 96 / weak["step_ms"] * 1e3)
+
+
 def test_the_tables_name_each_link_and_the_models_assumptions(profiled):
     done = scale(profiled, "--ranks", "8,16", "--link", "10gbe", "--link", "wan")
     assert done.returncode == 0, done.stderr
