@@ -2,7 +2,6 @@
 
     mpinet scale runs/a                                  # 2..1024 ranks over 10gbe and 1gbe
     mpinet scale runs/a --ranks 8,16,64 --link 1gbe --json
-    mpinet scale runs/a --link 25gbit,5us                # any rate and one-way latency
 
 From what the run measured and wrote: its trace.json (`mpinet train --profile START:COUNT`)
 gives every profiled step's phases on every rank; config.toml the net (so its gradient's
@@ -18,9 +17,8 @@ algorithm MPICH's Iallreduce picks (cluster/alphabeta.py). Two ways to grow: wea
 keeps the run's per-rank batch) and strong (the run's global batch, split over N ranks).
 Efficiency = samples/s on N ranks / (N x samples/s of one rank with the same total work).
 
-What it leaves out, said in its output too: one rank per host (every hop crosses the link;
-ranks sharing a host would talk through memory), a full-duplex link without contention,
-balanced ranks (no straggler: the measured allreduce wait is dropped), and no overlap.
+What it leaves out (said in its output too): one rank per host, an uncontended full-duplex
+link, balanced ranks (the measured allreduce wait dropped), and no overlap.
 """
 
 import json
@@ -92,10 +90,9 @@ def run(args):
 
 def positive(text):
     """--batch N: a whole number >= 1 (argparse turns the ValueError into its one line)."""
-    value = int(text)
-    if value < 1:
+    if int(text) < 1:
         raise ValueError(text)
-    return value
+    return int(text)
 
 
 def parse_ranks(text):
@@ -295,7 +292,7 @@ def markdown(measured, tables):
     return "\n".join(lines)
 
 
-ASSUMPTIONS = (
+ASSUMPTIONS = (  # printed under every table
     "Model: one rank per host, a full-duplex link without contention, balanced ranks (the "
     "measured allreduce wait dropped), the reduction at this machine's measured rate, no "
     "overlap; MPICH's Iallreduce algorithm choice. A prediction: check it against a "
