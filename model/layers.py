@@ -87,8 +87,8 @@ class Affine:
     def backward(self, dout):
         if self.ones.shape[0] != dout.shape[0]:
             self.ones = np.ones(dout.shape[0], dout.dtype)
-        self.dW[...] = self.x.T @ dout
-        self.db[...] = self.ones @ dout  # a GEMV: much faster than dout.sum(axis=0)
+        np.matmul(self.x.T, dout, out=self.dW)  # straight into the flat gradient: no copy
+        np.matmul(self.ones, dout, out=self.db)  # a GEMV: much faster than dout.sum(axis=0)
         if not self.need_dx:
             return None
         return (dout @ self.W.T).reshape(self.original_x_shape)

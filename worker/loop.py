@@ -159,8 +159,10 @@ def after_step(run, step, loss, laps):
         run.progress.update(step, epochs, loss, run.sums, lr, seconds, laps.seconds["allreduce"])
     if cfg.train.check_every and step % cfg.train.check_every == 0:
         assert_same_params(comm, run.net.buffer.data)  # dist: replica divergence
-    row = evaluate(run, step, epochs) if due(step, cfg.train.eval_every, schedule) else None
     stop = stop_requested(run, step)
+    # samples/s counts the step's bookkeeping too, but not evaluations and checkpoints
+    run.clock.train_seconds += time.perf_counter() - laps.last
+    row = evaluate(run, step, epochs) if due(step, cfg.train.eval_every, schedule) else None
     if stop or due(step, cfg.train.checkpoint_every, schedule):
         accuracy = row and row["test_accuracy"]
         seconds = save_checkpoint(run, accuracy)
