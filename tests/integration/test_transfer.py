@@ -30,7 +30,7 @@ def mpinet(tmp_path, *args, n=0, launcher=None, sets=()):
     return run_job(command, timeout=120, env=env)
 
 
-def trained(tmp_path, mnist_h5, name, *flags, n=0, launcher=None, sets=()):
+def trained(tmp_path, mnist_h5, name, *flags, n=0, launcher=None, sets=(), net=NET):
     run_dir = tmp_path / name
     job = mpinet(
         tmp_path,
@@ -42,7 +42,7 @@ def trained(tmp_path, mnist_h5, name, *flags, n=0, launcher=None, sets=()):
         *flags,
         n=n,
         launcher=launcher,
-        sets=[*NET, *sets],
+        sets=[*net, *sets],
     )
     assert job.returncode == 0, job.output
     return job, run_dir
@@ -231,37 +231,23 @@ RESNET = [
 def test_freezing_a_residual_block_keeps_its_batchnorm_inside_bitwise(tmp_path, mnist_h5, launcher):
     """train.freeze names a block: its convolutions and the BatchNorm layers inside it
     (block1.bn_conv1, ...) get no update and keep their running statistics, on 2 ranks."""
-    src = tmp_path / "src"
-    job = mpinet(
-        tmp_path,
-        "train",
-        "--data",
-        mnist_h5,
-        "--run-dir",
-        src,
-        sets=[*RESNET, "train.max_steps=6"],
-    )
-    assert job.returncode == 0, job.output
+    _, src = trained(tmp_path, mnist_h5, "src", net=RESNET, sets=["train.max_steps=6"])
     frozen = [
         "train.freeze=['conv1', 'bn_conv1', 'block1']",
         "train.max_steps=8",
         "train.eval_every=0",
     ]
-    new = tmp_path / "new"
-    job = mpinet(
+    _, new = trained(
         tmp_path,
-        "train",
-        "--data",
         mnist_h5,
-        "--run-dir",
-        new,
+        "new",
         "--init-from",
         src,
         n=2,
         launcher=launcher,
-        sets=[*RESNET, *frozen],
+        net=RESNET,
+        sets=frozen,
     )
-    assert job.returncode == 0, job.output
     _, before, _ = arrays(latest(src))
     _, after, _ = arrays(latest(new))
     kept = [name for name in before if name.split(".")[0] in ("conv1", "bn_conv1", "block1")]
