@@ -100,7 +100,7 @@ def run_mpinet(model, ranks, args):
         "--warmup",
         str(args.warmup),
         "--optimizer",
-        getattr(args, "optimizer", "sgd"),
+        args.optimizer,
     ]
     env = dict(
         os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads)
