@@ -8,9 +8,9 @@ The bare rate is benchmarks/scaling.py's plain loop: forward, loss, backward, ON
 and the optimizer's update on a fixed batch, no data pipeline, no metrics, no progress, no
 checkpoints; samples over the wall time of as many steps as the training run takes, first
 step included. The training rate is summary.json's samples_per_second of `mpirun -n R mpinet
-train` with the defaults a user gets (Adam, real MNIST, prefetch, pre-emption check every
-step), per-rank batch 100 (train.batch_size = 100 x R), no plots, and one BLAS thread per
-rank (train.blas_threads=1), as the bare loop has. Both are launched the same way
+train` with the defaults a user gets (Adam, real MNIST, data.prefetch "auto", the pre-emption
+check every step), per-rank batch 100 (train.batch_size = 100 x R), no plots, and one BLAS
+thread per rank (train.blas_threads=1), as the bare loop has. Both are launched the same way
 (mpiexec -n R). A shared machine's speed drifts by tens of percent from minute to minute, so
 the two alternate, round after round, and the figure is the median of the rounds' ratios.
 """

@@ -66,6 +66,7 @@ CHOICES = {
     "optim.name": tuple(OPTIMIZERS),
     "optim.schedule": SCHEDULES,
     "train.allreduce_dtype": tuple(WIRE_DTYPES),
+    "data.prefetch": ("auto", True, False),
 }
 # model.name is checked by model_spec() in _validate, whose message lists the models itself.
 CHECKED_BY_SPEC = ("model.name",)
@@ -192,7 +193,7 @@ def _validate(config):
     flat = _flat(config)
     for key, choices in CHOICES.items():
         if key not in CHECKED_BY_SPEC and flat[key] not in choices:
-            valid = ", ".join(repr(c) for c in choices if c is not None)
+            valid = ", ".join(str(c).lower() if isinstance(c, bool) else repr(c) for c in choices)
             raise ValueError(f"config key {key}: got {flat[key]!r}; expected one of {valid}")
     for key in POSITIVE + NON_NEGATIVE:
         if flat[key] < 0 or (key in POSITIVE and flat[key] == 0):

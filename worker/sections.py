@@ -21,7 +21,9 @@ class DataConfig:
     shift: int = 2  # augmentation: largest shift, pixels
     rotate: float = 10.0  # augmentation: largest rotation, degrees
     normalize: str = "unit"  # unit: pixels / 255 | standard: zero mean, unit variance
-    prefetch: bool = True  # prepare the next batch in a background thread
+    # a background thread prepares the next batch: true | false | "auto" (only augmented
+    # batches: a plain one takes less time to make than the thread's hand-off)
+    prefetch: bool | str = "auto"
     eval_split: str = "test"  # what evaluations score: test, or val (a file made with --val N)
     train_limit: int = 0  # train on a seeded class-balanced subset of N samples; 0 = all
 

@@ -254,16 +254,31 @@ def test_normalize_standard_stores_the_pixel_statistics(tmp_path, mnist_h5):
 
 
 def test_augment_and_prefetch(tmp_path, mnist_h5):
-    """Augmentation changes what is trained on; prefetching changes nothing (bitwise)."""
-    _, plain = train(tmp_path, mnist_h5, "data.prefetch=true", name="plain")
-    _, unfetched = train(tmp_path, mnist_h5, "data.prefetch=false", name="unfetched")
-    _, shifted = train(
+    """Augmentation changes what is trained on; prefetching changes nothing (bitwise); the
+    default, "auto", prefetches augmented batches only."""
+    fetched, plain = train(tmp_path, mnist_h5, "data.prefetch=true", name="plain")
+    unfetched_job, unfetched = train(tmp_path, mnist_h5, "data.prefetch=false", name="unfetched")
+    auto, _ = train(tmp_path, mnist_h5, name="auto")
+    shifted_job, shifted = train(
         tmp_path, mnist_h5, "data.augment=true", "data.shift=3", "data.rotate=15.0", name="shifted"
     )
+    for job, on in ((fetched, True), (unfetched_job, False), (auto, False), (shifted_job, True)):
+        assert f"samples per rank in memory, prefetch {'on' if on else 'off'}" in job.stderr
     a, b, c = final(plain)[1], final(unfetched)[1], final(shifted)[1]
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["affine1.W"], c["affine1.W"])
     assert "shift = 3" in (shifted / "config.toml").read_text()
+
+
+def test_a_prefetch_value_not_offered_is_one_line(tmp_path, mnist_h5):
+    run_dir = tmp_path / "run"
+    command = [*mpinet_command(), "train", "--data", str(mnist_h5), "--run-dir", str(run_dir)]
+    job = run_job([*command, "--set", "data.prefetch=yes"], timeout=60, env=job_environment())
+    assert job.returncode == 2 and not run_dir.exists()
+    assert job.stderr.strip().endswith(
+        "ERROR config key data.prefetch: got 'yes'; expected one of 'auto', true, false"
+    )
+    assert "Traceback" not in job.stderr
 
 
 def test_data_source_and_dataset_prepare_the_cache_file(tmp_path, shared_data):

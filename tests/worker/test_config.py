@@ -76,6 +76,7 @@ def test_resolved_toml_round_trips(tmp_path):
             r"config key data.order: got 'random'; expected one of 'shard', "
             r"'global'",
         ),
+        ("data.prefetch=yes", r"data.prefetch: got 'yes'; expected one of 'auto', true, false"),
         ("foo.bar=1", r"config section \[foo\] \(--set\): unknown; expected one of data, model"),
         ("lr=1", r"--set lr=1: not section.key=value; expected e.g. --set train.epochs=5"),
         ("metrics.port=70000", r"metrics.port"),
