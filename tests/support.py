@@ -25,6 +25,18 @@ def mpinet_command():
     return [str(script)] if script.exists() else [sys.executable, "-m", "mpinet.worker"]
 
 
+def mpinet_job(tmp_path, *args, n=0, launcher=None, sets=(), timeout=120, cwd=None):
+    """`[launcher -n N] mpinet ARGS [--set S ...]` with a private cache under tmp_path, run
+    as a user runs it -> Finished."""
+    command = [*mpinet_command(), *map(str, args)]
+    for s in sets:
+        command += ["--set", s]
+    if n:
+        command = [launcher, "-n", str(n), *command]
+    env = job_environment(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    return run_job(command, timeout=timeout, env=env, cwd=cwd)
+
+
 def mpiexec():
     """Path of mpiexec: next to this interpreter (the mpich wheel), else on PATH, else None."""
     for name in ("mpiexec", "mpirun"):

@@ -14,7 +14,7 @@ import re
 import h5py
 import numpy as np
 import pytest
-from support import faulty_mpinet_command, job_environment, mpinet_command, run_job
+from support import faulty_mpinet_command, job_environment, mpinet_command, mpinet_job, run_job
 
 pytestmark = pytest.mark.mpi
 QUICK = ["model.name='mlp'", "model.hidden=[32]", "train.max_steps=20", "train.plots=false"]
@@ -23,20 +23,8 @@ QUICK = ["model.name='mlp'", "model.hidden=[32]", "train.max_steps=20", "train.p
 def train(tmp_path, mnist_h5, *settings, n=0, launcher=None, name="run", flags=()):
     """`mpinet train --set ...` (QUICK first, `settings` win) -> (job, run directory)."""
     run_dir = tmp_path / name
-    command = [
-        *mpinet_command(),
-        "train",
-        "--data",
-        str(mnist_h5),
-        "--run-dir",
-        str(run_dir),
-        *flags,
-    ]
-    for s in [*QUICK, *settings]:
-        command += ["--set", s]
-    if n:
-        command = [launcher, "-n", str(n), *command]
-    job = run_job(command, timeout=120, env=job_environment(XDG_CACHE_HOME=str(tmp_path / "cache")))
+    args = ["train", "--data", mnist_h5, "--run-dir", run_dir, *flags]
+    job = mpinet_job(tmp_path, *args, n=n, launcher=launcher, sets=[*QUICK, *settings])
     assert job.returncode == 0, job.output
     return job, run_dir
 

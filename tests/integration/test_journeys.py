@@ -17,7 +17,7 @@ import time
 import tomllib
 
 import pytest
-from support import descendants, job_environment, mpinet_command, run_job, stop_job
+from support import descendants, job_environment, mpinet_command, mpinet_job, run_job, stop_job
 
 from mpinet.data.prepare import prepare
 from mpinet.worker.config import SECTIONS, load_config, model_spec
@@ -28,11 +28,7 @@ MLP = ["--set", "model.name='mlp'", "--set", "model.hidden=[32]"]
 
 def mpinet(tmp_path, *args, n=0, launcher=None, timeout=90, cwd=None):
     """Run `mpinet ARGS` (under `mpiexec -n n` when n) with a private cache and data source."""
-    command = [*mpinet_command(), *map(str, args)]
-    if n:
-        command = [launcher, "-n", str(n), *command]
-    env = job_environment(XDG_CACHE_HOME=str(tmp_path / "cache"))
-    return run_job(command, timeout=timeout, env=env, cwd=cwd)
+    return mpinet_job(tmp_path, *args, n=n, launcher=launcher, timeout=timeout, cwd=cwd)
 
 
 def error_lines(stderr):

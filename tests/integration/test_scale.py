@@ -7,7 +7,7 @@ import math
 import subprocess
 
 import pytest
-from support import job_environment, mpinet_command, run_job
+from support import mpinet_command, mpinet_job
 
 pytestmark = pytest.mark.mpi
 TINY = ["model.name='mlp'", "model.hidden=[32, 16]", "train.batch_size=48"]
@@ -20,11 +20,8 @@ def profiled(launcher, mnist_h5, tmp_path_factory):
     """A 2-rank run whose steps 10..29 are profiled."""
     tmp = tmp_path_factory.mktemp("scale")
     run_dir = tmp / "run"
-    args = [*mpinet_command(), "train", "--data", str(mnist_h5), "--run-dir", str(run_dir)]
-    for s in [*TINY, *QUICK]:
-        args += ["--set", s]
-    env = job_environment(XDG_CACHE_HOME=str(tmp / "cache"))
-    job = run_job([launcher, "-n", "2", *args, "--profile", "10:20"], timeout=120, env=env)
+    args = ["train", "--data", mnist_h5, "--run-dir", run_dir, "--profile", "10:20"]
+    job = mpinet_job(tmp, *args, n=2, launcher=launcher, sets=[*TINY, *QUICK])
     assert job.returncode == 0, job.output
     return run_dir
 

@@ -13,26 +13,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from support import job_environment, mpinet_command, run_job
+from support import job_environment, mpinet_job, run_job
 
 SCRIPTS = Path(__file__).parent / "scripts"
 NET = ["model.name='mlp'", "model.hidden=[32, 32]", "model.batchnorm=true", "train.plots=false"]
 HEAD_LR = 0.001  # Adam's default: one step moves an entry by about lr at most
 
 
-def mpinet(tmp_path, *args, n=0, launcher=None, sets=()):
-    command = [*mpinet_command(), *map(str, args)]
-    for s in sets:
-        command += ["--set", s]
-    if n:
-        command = [launcher, "-n", str(n), *command]
-    env = job_environment(XDG_CACHE_HOME=str(tmp_path / "cache"))
-    return run_job(command, timeout=120, env=env)
-
-
 def trained(tmp_path, mnist_h5, name, *flags, n=0, launcher=None, sets=(), net=NET):
     run_dir = tmp_path / name
-    job = mpinet(
+    job = mpinet_job(
         tmp_path,
         "train",
         "--data",
@@ -127,7 +117,7 @@ def test_frozen_params_stay_bitwise_under_mpirun_while_the_others_move(
 def test_a_shape_that_differs_is_one_line_naming_the_parameter(
     tmp_path, mnist_h5, source, launcher, n
 ):
-    job = mpinet(
+    job = mpinet_job(
         tmp_path,
         "train",
         "--data",
@@ -172,7 +162,9 @@ def test_init_skip_initialises_the_named_parameters_fresh(tmp_path, mnist_h5, so
 
 
 def test_init_from_with_resume_is_one_line(tmp_path, mnist_h5, source):
-    job = mpinet(tmp_path, "train", "--run-dir", source, "--resume", "auto", "--init-from", source)
+    job = mpinet_job(
+        tmp_path, "train", "--run-dir", source, "--resume", "auto", "--init-from", source
+    )
     assert job.returncode == 2, job.output
     assert error_lines(job.stderr) == [error_lines(job.stderr)[0]]
     assert error_lines(job.stderr)[0].endswith(
@@ -259,7 +251,7 @@ def test_freezing_a_residual_block_keeps_its_batchnorm_inside_bitwise(tmp_path, 
 
 
 def test_freezing_part_of_a_batchnorm_inside_a_block_is_one_line(tmp_path, mnist_h5):
-    job = mpinet(
+    job = mpinet_job(
         tmp_path,
         "train",
         "--data",

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from support import job_environment, mpinet_command, run_job
+from support import mpinet_job
 
 pytestmark = pytest.mark.mpi
 QUICK = ["model.name=mlp", "model.hidden=[32]", "train.plots=false"]
@@ -15,13 +15,9 @@ QUICK = ["model.name=mlp", "model.hidden=[32]", "train.plots=false"]
 def train(tmp_path, mnist_h5, *settings, n=0, launcher=None, name="run", flags=()):
     """`[mpirun -n N] mpinet train --set ...` (QUICK first) -> (finished job, run directory)."""
     run_dir = tmp_path / name
-    command = [*mpinet_command(), "train", "--data", str(mnist_h5), "--run-dir", str(run_dir)]
-    for s in [*QUICK, *settings]:
-        command += ["--set", s]
-    if n:
-        command = [launcher, "-n", str(n), *command, *flags]
-    env = job_environment(XDG_CACHE_HOME=str(tmp_path / "cache"))
-    return run_job(command, timeout=120, env=env), run_dir
+    args = ["train", "--data", mnist_h5, "--run-dir", run_dir, *flags]
+    job = mpinet_job(tmp_path, *args, n=n, launcher=launcher, sets=[*QUICK, *settings])
+    return job, run_dir
 
 
 def test_bfloat16_wire_under_mpirun_trains_identical_replicas(tmp_path, mnist_h5, launcher):
