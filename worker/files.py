@@ -13,7 +13,7 @@ from mpinet.data.atomic import append_line
 from mpinet.data.atomic import replace_text as _replace_text
 from mpinet.data.messages import written
 
-__all__ = ["append_json", "read_jsonl", "replace_text", "written"]
+__all__ = ["append_json", "read_jsonl", "replace_text", "run_file", "written"]
 
 
 def replace_text(path, text):
@@ -26,6 +26,17 @@ def append_json(path, row):
     """One JSON object as one more line of a .jsonl file, on disk when this returns."""
     with written(path):
         append_line(path, json.dumps(row))
+
+
+def run_file(run_dir, name):
+    """run_dir / name, or a one-line error: run_dir is not a run directory."""
+    path = run_dir / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{run_dir}: no {name}; expected a run directory; pass one that "
+            f"`mpinet train --run-dir` wrote"
+        )
+    return path
 
 
 def read_jsonl(path, up_to_step=None):

@@ -23,7 +23,7 @@ from mpinet.data.messages import one_line
 from mpinet.model.functions import softmax
 
 from . import figures
-from .files import read_jsonl
+from .files import read_jsonl, run_file
 
 log = logging.getLogger(__name__)
 
@@ -182,18 +182,7 @@ def save(fig, path):
 def read_run(run_dir):
     """(config dict, history rows, steps rows) of a run; steps.jsonl may be absent (runs
     from before it existed): then the train curve comes from the history."""
-    history = run_dir / "history.jsonl"
-    if not history.is_file():
-        raise FileNotFoundError(
-            f"{run_dir}: no history.jsonl; expected a run directory; pass "
-            f"one that `mpinet train --run-dir` wrote"
-        )
-    config = run_dir / "config.toml"
-    if not config.is_file():
-        raise FileNotFoundError(
-            f"{run_dir}: no config.toml; expected a run directory; pass "
-            f"one that `mpinet train --run-dir` wrote"
-        )
+    history, config = run_file(run_dir, "history.jsonl"), run_file(run_dir, "config.toml")
     try:
         cfg = tomllib.loads(config.read_text())
     except tomllib.TOMLDecodeError as e:

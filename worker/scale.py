@@ -37,6 +37,7 @@ from mpinet.cluster.alphabeta import (
 from mpinet.cluster.wire import WIRE_DTYPES
 
 from .cli import print_out
+from .files import run_file
 
 HELP = "predict a run's step time, samples/s and efficiency on 2..1024 ranks over a network"
 DEFAULT_RANKS = "2,4,8,16,32,64,128,256,512,1024"
@@ -110,12 +111,7 @@ def parse_ranks(text):
 
 def read_run(run_dir):
     """The run's measured step: its phases (median seconds), the batch and gradient bytes."""
-    trace_path, config_path = run_dir / "trace.json", run_dir / "config.toml"
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"{run_dir}: no config.toml; expected a run directory; pass one that "
-            f"`mpinet train --run-dir` wrote"
-        )
+    trace_path, config_path = run_dir / "trace.json", run_file(run_dir, "config.toml")
     if not trace_path.is_file():
         raise FileNotFoundError(
             f"{trace_path}: not found; expected the run's profile; train with "
