@@ -260,8 +260,8 @@ def test_augment_and_prefetch(tmp_path, mnist_h5):
 
 def test_a_prefetch_value_not_offered_is_one_line(tmp_path, mnist_h5):
     run_dir = tmp_path / "run"
-    command = [*mpinet_command(), "train", "--data", str(mnist_h5), "--run-dir", str(run_dir)]
-    job = run_job([*command, "--set", "data.prefetch=yes"], timeout=60, env=job_environment())
+    args = ["train", "--data", mnist_h5, "--run-dir", run_dir]
+    job = mpinet_job(tmp_path, *args, sets=["data.prefetch=yes"], timeout=60)
     assert job.returncode == 2 and not run_dir.exists()
     assert job.stderr.strip().endswith(
         "ERROR config key data.prefetch: got 'yes'; expected one of 'auto', true, false"
