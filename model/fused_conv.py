@@ -72,10 +72,11 @@ class FusedConvolution:
             y = self._chunk_buf("y", n1 - n0, OH * OW * FN) if self.fused else out[n0:n1]
             y = y.reshape(-1, FN)
             np.matmul(col, W_col, out=y)
-            y += self.b  # while the chunk is still in cache
-            if self.fused:
+            if self.fused:  # the bias after the pooling, on a quarter of the values
                 self._pool_chunk(y.reshape(n1 - n0, 2, 2, -1), out[n0:n1], n0, n1, train)
-            elif self.relu and not self.pool:
+                continue
+            y += self.b  # while the chunk is still in cache
+            if self.relu and not self.pool:
                 np.maximum(y, 0, out=y)
         if self.pool_apart:  # pooling, then the ReLU, over the whole maps
             out = self.pooling.forward(out, train)
@@ -104,10 +105,14 @@ class FusedConvolution:
         contiguous planes and each comparison runs over whole planes, about 4x faster than
         over NHWC maps (runs of C values). The masks keep the first-maximum routing (the
         book's, PyTorch's) for backward: top row >= bottom row, then left >= right.
+        y has no bias yet: a window's members share it, so max(y) + b is the book's max(y + b)
+        bit for bit (rounding is monotonic); the routing differs only where adding b rounds
+        two different members to one value, and then goes to the larger one.
         """
         a, b, c, d = y[:, 0, 0], y[:, 0, 1], y[:, 1, 0], y[:, 1, 1]
         top, bottom = np.maximum(a, b), np.maximum(c, d)
         np.maximum(top, bottom, out=out.reshape(top.shape))
+        out += self.b
         if self.relu:
             np.maximum(out, 0, out=out)
         if train:
