@@ -27,9 +27,6 @@ DEFAULT_TIMEOUT = 300.0
 ABORT_PAUSE_SECONDS = 0.1  # see Comm.abort
 ABORT_DEADLINE_SECONDS = 2.0
 
-CLOCK_TAG = 31716  # point-to-point tag of clock_offsets' ping-pong (watchdog's is 31715)
-CLOCK_ROUNDS = 8
-
 
 class Comm:
     """One MPI communicator: rank, world_size, and collectives on NumPy arrays.
@@ -103,6 +100,31 @@ class Comm:
             self._MPI.SUM,
         )
         buf /= self.world_size
+
+    def start_allreduce_sum_(self, buf):
+        """allreduce_sum_ in halves, for cluster/overlap.py: start it and return the handle.
+        progress(handles) moves started ones on (MPICH progresses only inside MPI calls);
+        finish(handle) waits, watched, and counts it. Until then buf is MPI's: leave it be."""
+        return self._start(
+            "allreduce_sum_",
+            buf.nbytes,
+            self.mpi.Iallreduce,
+            self._MPI.IN_PLACE,
+            buf,
+            self._MPI.SUM,
+        )
+
+    def progress(self, handles):
+        for request, *_ in handles:
+            request.Test()
+
+    def finish(self, handle):
+        request, name, nbytes, t0 = handle
+        if self.timeout is None:
+            request.Wait()
+        else:
+            watchdog.wait(self, request, name, t0)
+        self.stats.record(name, nbytes, time.perf_counter() - t0)
 
     def broadcast_(self, buf, root=0):
         """Overwrite `buf` on every rank with the `buf` of rank `root`.
@@ -188,35 +210,13 @@ class Comm:
             return None
         return self.mpi.recv(source=status.Get_source(), tag=tag)
 
-    def clock_offsets(self, rounds=CLOCK_ROUNDS):
-        """How each rank's time.perf_counter() reads against rank 0's, by ping-pong.
+    def send(self, buf, dest, tag):
+        """Send `buf` to rank `dest`, point to point and watched (not counted in seq nor stats)."""
+        self._wait(self.mpi.Isend(buf, dest, tag), "send")
 
-        Every rank must call this. Rank 0 exchanges `rounds` round trips with each other rank
-        in turn and keeps the quickest (NTP's rule): the rank read its clock t while rank 0's
-        read between `sent` and `back`, so rank 0's time = t + offset, offset = (sent + back)
-        / 2 - t, wrong by at most half the round trip. Returns, on rank 0, [(offset,
-        round_trip, t)] indexed by rank ((0.0, 0.0, now) for rank 0); None elsewhere.
-        Point to point and watched; not counted in `seq` (rank 0 sends more) nor the stats.
-        """
-        stamp = np.zeros(1, np.float64)
-        if not self.is_root:
-            for _ in range(rounds):
-                self._wait(self.mpi.Irecv(stamp, 0, CLOCK_TAG), "clock_offsets")
-                stamp[0] = time.perf_counter()
-                self._wait(self.mpi.Isend(stamp, 0, CLOCK_TAG), "clock_offsets")
-            return None
-        found = [(0.0, 0.0, time.perf_counter())]
-        for peer in range(1, self.world_size):
-            samples = []
-            for _ in range(rounds):
-                sent = time.perf_counter()
-                self._wait(self.mpi.Isend(stamp, peer, CLOCK_TAG), "clock_offsets")
-                self._wait(self.mpi.Irecv(stamp, peer, CLOCK_TAG), "clock_offsets")
-                back = time.perf_counter()
-                t = float(stamp[0])
-                samples.append(((sent + back) / 2 - t, back - sent, t))
-            found.append(min(samples, key=lambda sample: sample[1]))
-        return found
+    def recv_(self, buf, source, tag):
+        """Receive into `buf` what rank `source` sent with `tag` (watched, as send)."""
+        self._wait(self.mpi.Irecv(buf, source, tag), "recv_")
 
     # -- groups and the end ---------------------------------------------------------------
 
@@ -248,14 +248,12 @@ class Comm:
 
     def _run(self, name, nbytes, start, *args):
         """Start one non-blocking collective, wait for it (watched), and count it."""
+        self.finish(self._start(name, nbytes, start, *args))
+
+    def _start(self, name, nbytes, start, *args):
         self.seq += 1
         t0 = time.perf_counter()
-        request = start(*args)
-        if self.timeout is None:
-            request.Wait()
-        else:
-            watchdog.wait(self, request, name, t0)
-        self.stats.record(name, nbytes, time.perf_counter() - t0)
+        return start(*args), name, nbytes, t0
 
     def _wait(self, request, name):
         """Wait for a point-to-point `request`, watched as _run watches a collective."""

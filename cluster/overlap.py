@@ -15,10 +15,6 @@ slices' sums may group the ranks' values another way than the whole buffer's, wh
 the last bits only (the -n 1/2/4 tolerance holds).
 """
 
-import time
-
-from . import watchdog
-
 BUCKETS = 4
 
 
@@ -61,24 +57,14 @@ class Overlap:
             return
         k = self.after.get(name)
         if k is not None:
-            self.pending.append(self._start(*self.slices[k]))
-        for request, _ in self.pending:
-            request.Test()
+            start, stop = self.slices[k]
+            self.pending.append(self.comm.start_allreduce_sum_(self.grad[start:stop]))
+        self.comm.progress(self.pending)
         if k == len(self.slices) - 1:
             self._finish()
 
-    def _start(self, start, stop):
-        comm, part = self.comm, self.grad[start:stop]
-        comm.seq += 1  # a collective like any other: the stall report counts it
-        request = comm.mpi.Iallreduce(comm._MPI.IN_PLACE, part, comm._MPI.SUM)
-        return request, (part.nbytes, time.perf_counter())
-
     def _finish(self):
-        for request, (nbytes, t0) in self.pending:
-            if self.comm.timeout is None:
-                request.Wait()
-            else:
-                watchdog.wait(self.comm, request, "allreduce_mean_", t0)
-            self.comm.stats.record("allreduce_mean_", nbytes, time.perf_counter() - t0)
+        for handle in self.pending:
+            self.comm.finish(handle)
         self.grad /= self.comm.world_size
         self.pending, self.done = [], True

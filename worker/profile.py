@@ -12,7 +12,7 @@ only when given a recorder (model/network.py, `spans=`). Inside the window a spa
 perf_counter() call and one list append (about 1 us; 2 per layer and 10 more a step).
 
 Clocks: at the start and at the end of the window rank 0 measures every rank's clock
-against its own (Comm.clock_offsets: the quickest of a few ping-pongs); rank 0 maps each
+against its own (cluster/clock.py: the quickest of a few ping-pongs); rank 0 maps each
 rank's times onto its own clock, drifting linearly between the two measurements.
 """
 
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from mpinet.cluster import AllRanksError
+from mpinet.cluster.clock import clock_offsets
 
 from .files import replace_text
 from .trace import trace_json
@@ -82,7 +83,7 @@ class Profile:
                 run.schedule.total_steps - 1,
             )
         self.spans = []  # [row, name, start, end, step], this rank's perf_counter() seconds
-        self.clocks = []  # rank 0: Comm.clock_offsets() at the window's start and end
+        self.clocks = []  # rank 0: clock_offsets() at the window's start and end
 
     def laps(self, step):
         """The TracedLaps of `step` (in self.steps); the clocks are measured before the first."""
@@ -105,13 +106,6 @@ class Profile:
             clocks = list(zip(*self.clocks, strict=True))  # per rank: (start, end) samples
             replace_text(self.path, trace_json(spans, clocks, steps=[first, last]))
             log.info("profile of steps %d to %d: %s", first, last, self.path)
-
-
-def clock_offsets(comm):
-    """Comm.clock_offsets(), and for one process alone (a LocalComm) its own clock."""
-    if comm.world_size == 1:
-        return [(0.0, 0.0, time.perf_counter())] if comm.is_root else None
-    return comm.clock_offsets()
 
 
 class TracedLaps:

@@ -34,7 +34,7 @@ TIDS = {row: tid for tid, row in enumerate(ROWS, 1)}
 def trace_json(spans, clocks, steps):
     """The trace's text: spans[rank] = [[row, name, start, end, step], ...] in that rank's
     perf_counter() seconds; clocks[rank] = its (offset, round_trip, t) samples at the start
-    and end of the window (Comm.clock_offsets); steps: [first, last] profiled step."""
+    and end of the window (cluster/clock.py); steps: [first, last] profiled step."""
     aligned = split_allreduce([on_rank0_clock(own, *clocks[r]) for r, own in enumerate(spans)])
     starts = [span[2] for own in aligned for span in own]
     origin = min(starts) if starts else 0.0
