@@ -177,7 +177,7 @@ def save_checkpoint(run, test_accuracy=None):
             "total_steps": run.schedule.total_steps,
             "train_seconds": clock.train_seconds,
             "elapsed_seconds": clock.elapsed(),
-            **run.data["meta"],
+            **run.data.meta,
             **run.source,  # train.init_from: the source file and its sha256
         }
         with written(run.checkpoints.path(step)):  # a full disk: one line

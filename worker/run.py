@@ -56,6 +56,16 @@ class Schedule:
 
 
 @dataclass
+class TrainingData:
+    """The data file, how it came (found, converted, downloaded: the start's log line says),
+    and what every checkpoint records of it (its fingerprint, the standardisation)."""
+
+    path: str
+    how: str
+    meta: dict
+
+
+@dataclass
 class Run:
     """What the loop works with: setup() fills the first part, begin() the rest."""
 
@@ -68,7 +78,7 @@ class Run:
     metrics: object
     schedule: Schedule
     resumed: Resumed
-    data: dict  # path, how it came, what checkpoints record of it ("meta")
+    data: TrainingData
     sums: object  # loop.TrainSums: training sums since the last evaluation
     micro_batches: object = None  # each step's micro-batches, from `step` on, across epochs
     checkpoints: object = None  # the run's CheckpointDir (rank 0)
@@ -99,10 +109,10 @@ def setup(cfg, comm, ckpt, sums):
         blas,
     )
     path, how = prepare_data(cfg, comm)
-    data = {"path": path, "how": how, "meta": {"data_fingerprint": fingerprint(path)}}
+    data = TrainingData(path, how, {"data_fingerprint": fingerprint(path)})
     batches, x_test, t_test = open_data(cfg, comm, path)
     if batches.stats is not None:  # standardised inputs: inference needs the statistics
-        data["meta"].update(pixel_mean=batches.stats[0], pixel_std=batches.stats[1])
+        data.meta.update(pixel_mean=batches.stats[0], pixel_std=batches.stats[1])
     net = build(
         model_spec(cfg),
         dtype=cfg.model.dtype,
@@ -114,7 +124,7 @@ def setup(cfg, comm, ckpt, sums):
     optimizer = optimizers.create(cfg.optim.name, frozen=frozen.params, **optimizer_kwargs(cfg))
     metrics = start_metrics(cfg, comm)
     source = init_from(cfg, comm, net, ckpt)  # rank 0 copies; make_identical broadcasts
-    resumed = make_identical(cfg, comm, ckpt, net, optimizer, sums, data["meta"])
+    resumed = make_identical(cfg, comm, ckpt, net, optimizer, sums, data.meta)
     schedule = make_schedule(cfg, comm, batches)
     test = (x_test, t_test)
     if batches.subset is not None:
@@ -182,12 +192,12 @@ def finish(run, run_dir, stop):
     log.info("final parameters sha256=%s", net.buffer.checksum())
     assert_same_params(comm, net.buffer.data)  # dist: the replicas ended identical
     if stop is None and cfg.train.plots:
-        draw_plots(cfg, comm, run_dir, net, run.data["path"], *run.test)
+        draw_plots(cfg, comm, run_dir, net, run.data.path, *run.test)
     ckpts = run.checkpoints
     summary = run.history.summary(
         model=cfg.model.name,
         dataset=cfg.data.dataset,
-        data=str(run.data["path"]),
+        data=str(run.data.path),
         world_size=comm.world_size,
         world_sizes=run.world_sizes,
         steps=step,

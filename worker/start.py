@@ -110,7 +110,7 @@ def prefetch(data):
 
 def log_start(cfg, comm, net, data, batches, schedule, resumed, metrics):
     """What a person checks at the start: data, model, learning rate, batches, metrics."""
-    log_data(comm, data["path"], data["how"])
+    log_data(comm, data.path, data.how)
     log_schedule(cfg, net, schedule, resumed.step, resumed.total_steps)
     log_batches(cfg, comm, batches, schedule, metrics)
 
