@@ -121,11 +121,13 @@ class FusedConvolution:
             np.greater_equal(a, b, out=m[1])
             np.greater_equal(c, d, out=m[2])
 
-    def _output_grad(self, dout, n0, n1):
+    def _output_grad(self, dout, n0, n1, dy=None):
         """The gradient of the convolution's output for samples n0:n1, rows as in forward.
 
         Chunk by chunk, in cache: the fused ReLU's mask, the bias gradient (a GEMV, much
-        faster than sum(axis=0); the pooled gradient has the same sum), the unpooling.
+        faster than sum(axis=0); the pooled gradient has the same sum), the unpooling: into
+        `dy` where given (a view (n, 2, 2, OH/2, OW/2, FN) of the backward's frame), else into
+        a work array whose rows are returned.
         """
         FN = self.W.shape[0]
         g = dout[n0:n1]
@@ -139,14 +141,16 @@ class FusedConvolution:
         if not self.fused:
             return g
         _, OH, OW, _ = self.out_shape
-        dy = self._chunk_buf("dy", n1 - n0, OH * OW * FN).reshape(n1 - n0, 2, 2, -1)
-        dp = g.reshape(n1 - n0, -1)
-        m = self.masks[:, n0:n1].reshape(3, *dp.shape)
+        shape = (n1 - n0, OH // 2, OW // 2, FN)
+        rows = dy is None
+        if rows:
+            dy = self._chunk_buf("dy", n1 - n0, OH * OW * FN).reshape(n1 - n0, 2, 2, *shape[1:])
+        dp, m = g.reshape(shape), self.masks[:, n0:n1]
         dtop = dp * m[0]
         for i, dhalf in ((0, dtop), (1, dp - dtop)):  # the rest is exact: one half is zero
             np.multiply(dhalf, m[1 + i], out=dy[:, i, 0])
             np.subtract(dhalf, dy[:, i, 0], out=dy[:, i, 1])
-        return dy.reshape(-1, FN)
+        return dy.reshape(-1, FN) if rows else None
 
     def backward(self, dout):
         dout = np.ascontiguousarray(dout)
@@ -192,15 +196,11 @@ class FusedConvolution:
         win = windows(dd, FH, FW, 1)
         for n0 in range(0, N, self.step):
             n1 = min(n0 + self.step, N)
-            g = self._output_grad(dout, n0, n1)
-            if self.fused:  # the unpooled gradient back to NHWC positions, one copy
+            if self.fused:  # unpooled straight into its NHWC positions in the frame
                 inner6 = inner[n0:n1].reshape(n1 - n0, OH // 2, 2, OW // 2, 2, FN)
-                np.copyto(
-                    inner6.transpose(0, 2, 4, 1, 3, 5),
-                    g.reshape(n1 - n0, 2, 2, OH // 2, OW // 2, FN),
-                )
+                self._output_grad(dout, n0, n1, dy=inner6.transpose(0, 2, 4, 1, 3, 5))
             else:
-                inner[n0:n1] = g.reshape(n1 - n0, OH, OW, FN)
+                inner[n0:n1] = self._output_grad(dout, n0, n1).reshape(n1 - n0, OH, OW, FN)
             dcol = copy_windows(win[n0:n1], self._chunk_buf("dcol", n1 - n0, H * W * K))
             np.matmul(dcol, W_flip, out=dx[n0:n1].reshape(-1, C))
             x_rows = self.x[n0:n1].reshape(-1, C)
