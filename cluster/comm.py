@@ -75,14 +75,7 @@ class Comm:
         Every rank must call this with an array of the same dtype and shape, in the same
         order. One message, whatever the size: pass the whole flat buffer.
         """
-        self._run(
-            "allreduce_sum_",
-            buf.nbytes,
-            self.mpi.Iallreduce,
-            self._MPI.IN_PLACE,
-            buf,
-            self._MPI.SUM,
-        )
+        self.finish(self._start_sum("allreduce_sum_", buf))
 
     def allreduce_mean_(self, buf):
         """Replace `buf` (floating point) by the elementwise mean over the ranks.
@@ -91,28 +84,14 @@ class Comm:
         order. Sum first, then divide: every rank gets bit-identical results.
         """
         check_floating(buf)
-        self._run(
-            "allreduce_mean_",
-            buf.nbytes,
-            self.mpi.Iallreduce,
-            self._MPI.IN_PLACE,
-            buf,
-            self._MPI.SUM,
-        )
+        self.finish(self._start_sum("allreduce_mean_", buf))
         buf /= self.world_size
 
     def start_allreduce_sum_(self, buf):
         """allreduce_sum_ in halves, for cluster/overlap.py: start it and return the handle.
         progress(handles) moves started ones on (MPICH progresses only inside MPI calls);
         finish(handle) waits, watched, and counts it. Until then buf is MPI's: leave it be."""
-        return self._start(
-            "allreduce_sum_",
-            buf.nbytes,
-            self.mpi.Iallreduce,
-            self._MPI.IN_PLACE,
-            buf,
-            self._MPI.SUM,
-        )
+        return self._start_sum("allreduce_sum_", buf)
 
     def progress(self, handles):
         for request, *_ in handles:
@@ -249,6 +228,11 @@ class Comm:
     def _run(self, name, nbytes, start, *args):
         """Start one non-blocking collective, wait for it (watched), and count it."""
         self.finish(self._start(name, nbytes, start, *args))
+
+    def _start_sum(self, name, buf):
+        return self._start(
+            name, buf.nbytes, self.mpi.Iallreduce, self._MPI.IN_PLACE, buf, self._MPI.SUM
+        )
 
     def _start(self, name, nbytes, start, *args):
         self.seq += 1
