@@ -197,7 +197,7 @@ def finish(run, run_dir, stop):
     summary = run.history.summary(
         model=cfg.model.name,
         dataset=cfg.data.dataset,
-        data=str(run.data.path),
+        data=run.data.path,
         world_size=comm.world_size,
         world_sizes=run.world_sizes,
         steps=step,
